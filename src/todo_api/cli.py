@@ -1,0 +1,123 @@
+"""The `todo-api` command: serve the API, apply migrations, mint a development token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from todo_api.auth import mint_token
+from todo_api.database import create_engine, is_unavailable, sqlite_file
+from todo_api.logs import configure_logging
+from todo_api.migrations import upgrade
+from todo_api.settings import ConfigError, Environment, Settings, load_settings
+
+logger = logging.getLogger("todo_api.cli")
+
+cli = typer.Typer(
+    help="Tasks API for TODO web apps.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(
+            **{key: value for key, value in overrides.items() if value is not None}
+        )
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [env HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [env PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [env WORKERS]")] = None,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
+) -> None:
+    """Apply pending migrations, then serve the API."""
+    settings = _settings(host=host, port=port, workers=workers)
+    configure_logging(settings)
+    _migrate_or_exit(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    logger.info("Tasks API on %s  (interactive docs: %s/docs)", base, base)
+    if settings.environment is Environment.LOCAL:
+        logger.info("Get a token for a user:  todo-api token alice")
+    uvicorn.run(
+        "todo_api.http.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=None if reload else settings.workers,
+        reload=reload,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply pending database migrations and exit."""
+    settings = _settings()
+    configure_logging(settings)
+    _migrate_or_exit(settings)
+    logger.info("Database schema is up to date")
+
+
+@cli.command()
+def token(
+    user_id: Annotated[str, typer.Argument(help="The user id to put in the token's `sub`")],
+    expires_in: Annotated[int, typer.Option(min=1, help="Lifetime in seconds")] = 3600,
+) -> None:
+    """Print an HS256 token for USER_ID, signed with the configured secret."""
+    settings = _settings()
+    assert settings.better_auth_secret is not None
+    typer.echo(mint_token(settings.better_auth_secret, user_id, expires_in=expires_in))
+
+
+def _migrate_or_exit(settings: Settings) -> None:
+    if (path := sqlite_file(settings)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(_migrate(settings))
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        typer.echo(
+            f"error: the database did not answer within {settings.db_startup_wait_seconds:g}s "
+            f"({error.__class__.__name__}: {error}); check DATABASE_URL",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+async def _migrate(settings: Settings) -> None:
+    """Migrate, retrying while the database is unreachable, for a bounded time."""
+    engine = create_engine(settings)
+    deadline = time.monotonic() + settings.db_startup_wait_seconds
+    try:
+        while True:
+            try:
+                await upgrade(engine)
+                return
+            except Exception as error:
+                if not is_unavailable(error) or time.monotonic() >= deadline:
+                    raise
+                logger.warning("Database not reachable yet (%s); retrying", error)
+                await asyncio.sleep(1)
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,77 @@
+"""The ASGI application: routes, error handling and middleware around the injected services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.middleware.cors import CORSMiddleware
+
+from todo_api import __version__
+from todo_api.auth import TokenVerifier
+from todo_api.database import create_engine
+from todo_api.http.dependencies import Services
+from todo_api.http.errors import install_error_handlers
+from todo_api.http.middleware import (
+    REQUEST_ID_HEADER,
+    ErrorBoundaryMiddleware,
+    RequestContextMiddleware,
+)
+from todo_api.http.routes import health, tasks
+from todo_api.logs import configure_logging
+from todo_api.settings import Settings, load_settings
+
+EXPOSED_HEADERS = ["X-Total-Count", "Link", "Location", REQUEST_ID_HEADER, "Retry-After"]
+
+DESCRIPTION = """
+Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
+the user is the token's `sub`, and nobody sees, changes or learns of another user's tasks.
+Errors are JSON `{"detail": ...}`.
+"""
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
+    services = Services(
+        settings=settings,
+        engine=engine or create_engine(settings),
+        verifier=TokenVerifier.from_settings(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await services.engine.dispose()
+
+    app = FastAPI(
+        title="Tasks API", version=__version__, description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+
+    # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
+    # 500 carries one, and CORS headers reach error responses the browser must be able to read.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(ErrorBoundaryMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory `todo-api serve` hands to uvicorn: one app per worker process."""
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

@@ -1,0 +1,62 @@
+"""What a request handler needs, resolved per request from the services the app was built with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from todo_api.auth import AuthError, Principal, TokenVerifier
+from todo_api.logs import current_request
+from todo_api.settings import Settings
+from todo_api.tasks.repository import TaskRepository
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The long-lived objects one app instance runs on; built once by `create_app`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    verifier: TokenVerifier
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+AppServices = Annotated[Services, Depends(get_services)]
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="A JWT for the signed-in user (Better Auth, or HS256 with the shared secret).",
+)
+
+
+async def authenticate(
+    services: AppServices,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    if credentials is None:
+        if "authorization" not in request.headers:
+            raise AuthError("Missing Authorization header; send 'Authorization: Bearer <token>'")
+        raise AuthError("Malformed Authorization header; expected 'Bearer <token>'")
+    principal = await services.verifier.authenticate(credentials.credentials)
+    if context := current_request.get():
+        context.user_id = principal.user_id
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(authenticate)]
+
+
+def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
+    return TaskRepository(services.engine, user.user_id)
+
+
+UserTasks = Annotated[TaskRepository, Depends(task_repository)]

@@ -1,0 +1,94 @@
+"""ASGI middleware: request ids with one access-log line per request, and the last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from todo_api.logs import RequestContext, current_request
+
+access_log = logging.getLogger("todo_api.access")
+error_log = logging.getLogger("todo_api.errors")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# An incoming id is echoed only when it cannot forge or break a log line.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id, returns it in `X-Request-ID`, and logs the request once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) else None
+        context = RequestContext(request_id or uuid.uuid4().hex)
+        token = current_request.set(context)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, context.request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            access_log.info(
+                "%s %s %d %.1fms user=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                duration_ms,
+                context.user_id or "-",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration_ms, 2),
+                    "user_id": context.user_id,
+                },
+            )
+            current_request.reset(token)
+
+
+class ErrorBoundaryMiddleware:
+    """Turns an unexpected exception into a bare 500; the cause goes to the log only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception:
+            error_log.exception("Unhandled error in %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise
+            response = JSONResponse({"detail": "Internal server error"}, status_code=500)
+            await response(scope, receive, send)

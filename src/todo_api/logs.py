@@ -1,0 +1,52 @@
+"""Logging: readable text or JSON lines, each tagged with the id of the request it belongs to."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from pythonjsonlogger.json import JsonFormatter
+
+from todo_api.settings import Settings
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the log lines of one request share; the auth layer fills in the user."""
+
+    request_id: str
+    user_id: str | None = None
+
+
+current_request: ContextVar[RequestContext | None] = ContextVar("current_request", default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = current_request.get()
+        record.request_id = context.request_id if context else "-"
+        return True
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route the service's and the server's loggers to one stderr handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    if settings.log_json:
+        handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # This service writes its own access line, with the user and the request id.
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,45 @@
+"""Alembic migrations, applied with `todo-api migrate` or at `todo-api serve` start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Any constant works; it only has to be the same for every process running migrations.
+_POSTGRES_LOCK_ID = 7_464_025_310
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest revision; safe when several processes start at once."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_LOCK_ID})
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def is_current(engine: AsyncEngine) -> bool:
+    """Whether the database is at the newest revision."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_is_current)
+
+
+def _is_current(connection: Connection) -> bool:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return MigrationContext.configure(connection).get_current_revision() == head

@@ -1,0 +1,144 @@
+"""Configuration: environment variables (and a `.env` file) read once into one object."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = Path(".todo-api")
+"""Where local mode keeps its SQLite file and generated secret (git ignores it)."""
+
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says what to set."""
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Environment = Environment.LOCAL
+    database_url: str = f"sqlite+aiosqlite:///{STATE_DIR}/tasks.db"
+
+    better_auth_secret: str | None = None
+    better_auth_url: str | None = None
+    better_auth_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+
+    cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_startup_wait_seconds: float = Field(default=30.0, ge=0)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator(
+        "better_auth_secret",
+        "better_auth_url",
+        "better_auth_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings and make them usable, or raise ConfigError saying what to set.
+
+    In local mode a missing `BETTER_AUTH_SECRET` is replaced by a random secret kept in
+    `.todo-api/secret`, so `serve` and `token` agree without any configuration.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if settings.better_auth_secret is None and settings.environment is Environment.LOCAL:
+        settings = settings.model_copy(update={"better_auth_secret": local_secret(STATE_DIR)})
+    check_auth_configured(settings)
+    return settings
+
+
+def check_auth_configured(settings: Settings) -> None:
+    if settings.better_auth_secret is None:
+        raise ConfigError(
+            "No way to verify tokens: set BETTER_AUTH_SECRET (the secret your frontend signs "
+            "HS256 tokens with)."
+        )
+    if len(settings.better_auth_secret.encode()) < MIN_SECRET_BYTES:
+        logger.warning(
+            "BETTER_AUTH_SECRET is shorter than %d bytes; use a longer random secret "
+            "(for example: openssl rand -base64 32).",
+            MIN_SECRET_BYTES,
+        )
+
+
+def local_secret(state_dir: Path) -> str:
+    """The secret of this checkout's local mode, made once and readable by its owner only."""
+    path = state_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    try:
+        with open(path, "x", opener=_open_private) as file:
+            file.write(secret + "\n")
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
+    return secret
+
+
+def _open_private(name: str, flags: int) -> int:
+    return os.open(name, flags, 0o600)
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"{name}: {error['msg']}")
+    return "Invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real database (SQLite, or PostgreSQL from TEST_DATABASE_URL) behind the app.
+
+Every test works as its own freshly named users, so tests share one migrated database without
+seeing each other's tasks, and the suite proves isolation all the time as a side effect.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from todo_api.database import parse_database_url
+from todo_api.http.app import create_app
+from todo_api.migrations import upgrade
+from todo_api.settings import Settings
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "better_auth_secret": SECRET,
+        "_env_file": None,
+    }
+    return Settings(**(values | overrides))
+
+
+def token_for(
+    user_id: Any, *, secret: str = SECRET, algorithm: str = "HS256", **claims: Any
+) -> str:
+    now = int(time.time())
+    payload = {"sub": user_id, "iat": now, "exp": now + 600} | claims
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm)
+
+
+def auth(user_id: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(user_id, **claims)}"}
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@asynccontextmanager
+async def postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server `server_url` points at; dropped afterwards."""
+    url, connect_args = parse_database_url(server_url)
+    name = f"todo_api_test_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(url, connect_args=connect_args, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield server_url.replace(f"/{url.database}", f"/{name}", 1)
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def on_postgres() -> bool:
+    return bool(os.environ.get("TEST_DATABASE_URL"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    server = os.environ.get("TEST_DATABASE_URL")
+    if not server:
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'tasks.db'}"
+        return
+    async with postgres_database(server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(database_url))
+    engine = application.state.services.engine
+    await upgrade(engine)
+    yield application
+    await engine.dispose()
+
+
+@asynccontextmanager
+async def client_for(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as http:
+        yield http
+
+
+@pytest.fixture
+def user() -> str:
+    return new_user()
+
+
+@pytest.fixture
+def create_task(client: httpx.AsyncClient) -> Callable[..., Any]:
+    async def create(user_id: str, title: str = "A task", **fields: Any) -> dict[str, Any]:
+        response = await client.post(
+            "/api/tasks", json={"title": title, **fields}, headers=auth(user_id)
+        )
+        assert response.status_code == 201, response.text
+        task: dict[str, Any] = response.json()
+        return task
+
+    return create
