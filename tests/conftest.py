@@ -25,7 +25,7 @@ from todo_api.http.app import create_app
 from todo_api.migrations import upgrade
 from todo_api.settings import Settings
 
-SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+SECRET = "test-secret-long-enough-for-every-hmac-algorithm-0123456789abcdef"
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

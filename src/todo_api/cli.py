@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from todo_api.auth import mint_token
-from todo_api.database import create_engine, is_unavailable, sqlite_file
+from todo_api.database import create_engine, is_unavailable, parse_database_url, sqlite_file
 from todo_api.logs import configure_logging
 from todo_api.migrations import upgrade
 from todo_api.settings import ConfigError, Environment, Settings, load_settings
@@ -28,9 +28,9 @@ cli = typer.Typer(
 
 def _settings(**overrides: object) -> Settings:
     try:
-        return load_settings(
-            **{key: value for key, value in overrides.items() if value is not None}
-        )
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        parse_database_url(settings.database_url)  # refuse a malformed URL before anything starts
+        return settings
     except ConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

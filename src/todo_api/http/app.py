@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
@@ -17,6 +16,7 @@ from todo_api.http.dependencies import Services
 from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
     REQUEST_ID_HEADER,
+    BodySizeLimitMiddleware,
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
@@ -55,7 +55,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.
-    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(
         CORSMiddleware,

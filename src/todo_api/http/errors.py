@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import exc
+from starlette.routing import Match
 
 from todo_api.auth import AuthError
 from todo_api.database import is_unavailable
@@ -77,6 +78,22 @@ def _sent_non_json_body(request: Request, problems: Any) -> bool:
     return has_body and not is_json and any(problem["loc"][:1] == ("body",) for problem in problems)
 
 
+async def _method_not_allowed(request: Request, _error: Exception) -> Response:
+    # Starlette's Allow names only the first route matching the path; a path served by several
+    # routes (GET and POST on /api/tasks) must list them all.
+    allowed = [
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": ", ".join(allowed)}
+    )
+
+
 async def _database_failed(request: Request, error: Exception) -> Response:
     if not is_unavailable(error):
         raise error
@@ -87,5 +104,6 @@ async def _database_failed(request: Request, error: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_failed)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(405, _method_not_allowed)
     for error_type in (exc.DBAPIError, exc.TimeoutError, OSError):
         app.add_exception_handler(error_type, _database_failed)

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids with one access-log line per request, and the last-resort 500."""
+"""ASGI middleware: request ids and access log, the body size limit, and the last-resort 500."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -92,3 +93,36 @@ class ErrorBoundaryMiddleware:
                 raise
             response = JSONResponse({"detail": "Internal server error"}, status_code=500)
             await response(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over `max_bytes` with a JSON 413, announced or streamed.
+
+    A declared Content-Length is judged before anything is read; a streamed body is counted as
+    it arrives, and the handler reading it gets the 413 instead of the rest.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.detail = f"Request body is larger than the limit of {max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(status_code=413, detail=self.detail)
+            return message
+
+        await self.app(scope, receive_counted, send)
