@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -48,11 +49,18 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     )
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    log: Path
+
+
 @contextmanager
-def running_server(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[str]:
-    """`todo-api serve` on a free port; yields its base URL and stops it with SIGTERM."""
+def running_server(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[Server]:
+    """`todo-api serve` on a free port, stopped with SIGTERM afterwards."""
     port = free_port()
-    log = (cwd / f"server-{port}.log").open("w")
+    log_path = cwd / f"server-{port}.log"
+    log = log_path.open("w")
     process = subprocess.Popen(
         [TODO_API, "serve", "--port", str(port), *extra],
         cwd=cwd,
@@ -62,8 +70,8 @@ def running_server(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[str]
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base_url, process, cwd / f"server-{port}.log")
-        yield base_url
+        _wait_until_up(base_url, process, log_path)
+        yield Server(base_url, log_path)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -73,7 +81,7 @@ def running_server(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[str]
                 process.kill()
             log.close()
     # A graceful stop: uvicorn finishes, then re-raises the signal it caught.
-    assert process.returncode in (0, -signal.SIGTERM), (cwd / f"server-{port}.log").read_text()
+    assert process.returncode in (0, -signal.SIGTERM), log_path.read_text()
 
 
 def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import subprocess
 import sys
@@ -12,19 +13,19 @@ import httpx
 import pytest
 
 from tests.conftest import SECRET, auth, new_user
-from tests.server import run_cli, running_server, service_environment
+from tests.server import Server, run_cli, running_server, service_environment
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = service_environment(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET)
-    with running_server(tmp_path_factory.mktemp("server"), env) as base_url:
-        yield base_url
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = service_environment(DATABASE_URL=database_url, BETTER_AUTH_SECRET=SECRET, LOG_JSON="true")
+    with running_server(tmp_path_factory.mktemp("server"), env) as running:
+        yield running
 
 
-def test_real_server_serves_the_api(server: str) -> None:
+def test_real_server_serves_the_api(server: Server) -> None:
     user = new_user()
-    with httpx.Client(base_url=server, headers=auth(user)) as client:
+    with httpx.Client(base_url=server.url, headers=auth(user)) as client:
         created = client.post("/api/tasks", json={"title": "Over a real socket"})
         assert created.status_code == 201
         assert created.headers["location"] == f"/api/tasks/{created.json()['id']}"
@@ -33,12 +34,24 @@ def test_real_server_serves_the_api(server: str) -> None:
         assert listed.json() == [created.json()]
         assert listed.headers["x-total-count"] == "1"
         assert client.get("/docs").status_code == 200
+        request_id = client.get("/api/tasks", headers={"X-Request-ID": "json-log-1"}).headers
+        assert request_id["x-request-id"] == "json-log-1"
+
+    access = [
+        json.loads(line) for line in server.log.read_text().splitlines() if "json-log-1" in line
+    ]
+    assert len(access) == 1
+    assert access[0] | {"request_id": "json-log-1", "user_id": user, "status": 200} == access[0]
+    assert access[0]["method"] == "GET"
+    assert access[0]["path"] == "/api/tasks"
+    assert access[0]["duration_ms"] >= 0
 
 
 def test_local_mode_needs_no_configuration(tmp_path: Path) -> None:
     """The README's path: no settings at all; `token` mints what `serve` accepts."""
     env = service_environment()
-    with running_server(tmp_path, env) as base_url:
+    with running_server(tmp_path, env) as running:
+        base_url = running.url
         secret_file = tmp_path / ".todo-api" / "secret"
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         minted = run_cli("token", "alice", cwd=tmp_path, env=env)
@@ -50,12 +63,12 @@ def test_local_mode_needs_no_configuration(tmp_path: Path) -> None:
         assert response.json()["user_id"] == "alice"
     assert (tmp_path / ".todo-api" / "tasks.db").exists()
     # The secret is made once: a second start keeps it, so earlier tokens stay valid.
-    with running_server(tmp_path, env) as base_url:
-        response = httpx.get(f"{base_url}/api/tasks", headers=headers)
+    with running_server(tmp_path, env) as running:
+        response = httpx.get(f"{running.url}/api/tasks", headers=headers)
         assert [task["title"] for task in response.json()] == ["Local"]
 
 
-def test_api_conforms_to_its_schema(server: str, tmp_path: Path) -> None:
+def test_api_conforms_to_its_schema(server: Server, tmp_path: Path) -> None:
     """A bounded Schemathesis run: no input produces a 5xx, every response matches the schema."""
     schemathesis = str(Path(sys.executable).parent / "schemathesis")
     token = auth(new_user())["Authorization"]
@@ -63,7 +76,7 @@ def test_api_conforms_to_its_schema(server: str, tmp_path: Path) -> None:
         [
             schemathesis,
             "run",
-            f"{server}/openapi.json",
+            f"{server.url}/openapi.json",
             "--header",
             f"Authorization: {token}",
             "--max-examples",
