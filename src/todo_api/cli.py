@@ -50,7 +50,9 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     logger.info("Tasks API on %s  (interactive docs: %s/docs)", base, base)
     if settings.environment is Environment.LOCAL:
-        logger.info("Get a token for a user:  todo-api token alice")
+        logger.info(
+            "Get a token for a user:  todo-api token alice  (in a checkout: python3 dev.py token alice)"
+        )
     uvicorn.run(
         "todo_api.http.app:app_from_environment",
         factory=True,

@@ -22,16 +22,26 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
-class RequestContextMiddleware:
-    """Gives every request an id, returns it in `X-Request-ID`, and logs the request once."""
+class _HTTPMiddleware:
+    """Pure ASGI middleware that acts on HTTP requests and passes anything else through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestContextMiddleware(_HTTPMiddleware):
+    """Gives every request an id, returns it in `X-Request-ID`, and logs the request once."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
         request_id = incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) else None
         context = RequestContext(request_id or uuid.uuid4().hex)
@@ -68,16 +78,10 @@ class RequestContextMiddleware:
             current_request.reset(token)
 
 
-class ErrorBoundaryMiddleware:
+class ErrorBoundaryMiddleware(_HTTPMiddleware):
     """Turns an unexpected exception into a bare 500; the cause goes to the log only."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         response_started = False
 
         async def send_tracking(message: Message) -> None:
@@ -95,7 +99,7 @@ class ErrorBoundaryMiddleware:
             await response(scope, receive, send)
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(_HTTPMiddleware):
     """Refuses request bodies over `max_bytes` with a JSON 413, announced or streamed.
 
     A declared Content-Length is judged before anything is read; a streamed body is counted as
@@ -103,14 +107,11 @@ class BodySizeLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
         self.detail = f"Request body is larger than the limit of {max_bytes} bytes"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await JSONResponse({"detail": self.detail}, status_code=413)(scope, receive, send)
