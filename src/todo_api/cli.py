@@ -51,7 +51,7 @@ def serve(
     logger.info("Tasks API on %s  (interactive docs: %s/docs)", base, base)
     if settings.environment is Environment.LOCAL:
         logger.info(
-            "Get a token for a user:  todo-api token alice  (in a checkout: python3 dev.py token alice)"
+            "Get a token:  todo-api token alice  (in a checkout: python3 dev.py token alice)"
         )
     uvicorn.run(
         "todo_api.http.app:app_from_environment",
