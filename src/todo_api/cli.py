@@ -83,7 +83,13 @@ def token(
 ) -> None:
     """Print an HS256 token for USER_ID, signed with the configured secret."""
     settings = _settings()
-    assert settings.better_auth_secret is not None
+    if settings.better_auth_secret is None:
+        typer.echo(
+            "error: `token` signs HS256 tokens with BETTER_AUTH_SECRET, which is not set; "
+            "with Better Auth (BETTER_AUTH_URL) the frontend gets tokens from GET /api/auth/token",
+            err=True,
+        )
+        raise typer.Exit(2)
     typer.echo(mint_token(settings.better_auth_secret, user_id, expires_in=expires_in))
 
 

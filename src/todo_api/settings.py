@@ -18,6 +18,7 @@ STATE_DIR = Path(".todo-api")
 """Where local mode keeps its SQLite file and generated secret (git ignores it)."""
 
 MIN_SECRET_BYTES = 32
+BETTER_AUTH_JWKS_PATH = "/api/auth/jwks"
 
 
 class ConfigError(Exception):
@@ -41,6 +42,10 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    jwks_refetch_interval_seconds: float = Field(default=10.0, ge=0)
+    jwks_max_age_seconds: float = Field(default=300.0, gt=0)
+    token_cache_size: int = Field(default=4096, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
 
@@ -74,6 +79,32 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown log level {value!r}; use DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("better_auth_url", "better_auth_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return None if value is None else value.strip()
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where Better Auth's JWT plugin publishes its public keys; None: JWKS mode is off."""
+        if self.better_auth_jwks_url is not None:
+            return self.better_auth_jwks_url
+        if self.better_auth_url is not None:
+            return self.better_auth_url.rstrip("/") + BETTER_AUTH_JWKS_PATH
+        return None
+
+    @property
+    def better_auth_base_url(self) -> str | None:
+        """Better Auth's base URL, which its JWT plugin puts in `iss` and `aud` by default."""
+        if self.better_auth_url is not None:
+            return self.better_auth_url
+        jwks = self.better_auth_jwks_url
+        if jwks is not None and jwks.rstrip("/").endswith(BETTER_AUTH_JWKS_PATH):
+            return jwks.rstrip("/").removesuffix(BETTER_AUTH_JWKS_PATH)
+        return None
+
     @field_validator(
         "better_auth_secret",
         "better_auth_url",
@@ -104,12 +135,30 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def check_auth_configured(settings: Settings) -> None:
-    if settings.better_auth_secret is None:
+    if settings.better_auth_secret is None and settings.jwks_url is None:
         raise ConfigError(
-            "No way to verify tokens: set BETTER_AUTH_SECRET (the secret your frontend signs "
-            "HS256 tokens with)."
+            "No way to verify tokens: set BETTER_AUTH_URL (tokens from Better Auth's JWT plugin, "
+            "checked with its JWKS) or BETTER_AUTH_SECRET (HS256 tokens signed with a shared "
+            "secret), or both."
         )
-    if len(settings.better_auth_secret.encode()) < MIN_SECRET_BYTES:
+    if settings.jwks_url is not None and settings.better_auth_base_url is None:
+        missing = [
+            name
+            for name, value in (
+                ("JWT_ISSUER", settings.jwt_issuer),
+                ("JWT_AUDIENCE", settings.jwt_audience),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ConfigError(
+                "BETTER_AUTH_JWKS_URL does not end in /api/auth/jwks, so the expected token "
+                f"issuer and audience are unknown: set BETTER_AUTH_URL or {' and '.join(missing)}."
+            )
+    if (
+        settings.better_auth_secret is not None
+        and len(settings.better_auth_secret.encode()) < MIN_SECRET_BYTES
+    ):
         logger.warning(
             "BETTER_AUTH_SECRET is shorter than %d bytes; use a longer random secret "
             "(for example: openssl rand -base64 32).",

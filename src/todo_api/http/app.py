@@ -43,6 +43,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await services.verifier.aclose()
         await services.engine.dispose()
 
     app = FastAPI(

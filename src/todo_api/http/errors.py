@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import exc
 from starlette.routing import Match
 
-from todo_api.auth import AuthError
+from todo_api.auth import AuthError, KeysUnavailableError
 from todo_api.database import is_unavailable
 
 logger = logging.getLogger("todo_api.errors")
@@ -32,7 +32,10 @@ API_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorDetail, "description": "Missing or invalid bearer token"},
     413: {"model": ErrorDetail, "description": "The body is larger than 1 MiB"},
     415: {"model": ErrorDetail, "description": "The body is not sent as application/json"},
-    503: {"model": ErrorDetail, "description": "The database is unavailable; see Retry-After"},
+    503: {
+        "model": ErrorDetail,
+        "description": "The database, or the token issuer's keys, are unavailable; see Retry-After",
+    },
 }
 
 
@@ -48,6 +51,16 @@ async def _auth_failed(_request: Request, error: Exception) -> Response:
     assert isinstance(error, AuthError)
     return JSONResponse(
         {"detail": error.detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def _keys_unavailable(request: Request, error: Exception) -> Response:
+    assert isinstance(error, KeysUnavailableError)
+    logger.warning("Token keys unavailable on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"detail": error.detail},
+        status_code=503,
+        headers={"Retry-After": str(error.retry_after_seconds)},
     )
 
 
@@ -103,6 +116,7 @@ async def _database_failed(request: Request, error: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _auth_failed)
+    app.add_exception_handler(KeysUnavailableError, _keys_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(405, _method_not_allowed)
     for error_type in (exc.DBAPIError, exc.TimeoutError, OSError):
