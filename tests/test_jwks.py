@@ -129,6 +129,29 @@ async def test_rotation_is_picked_up_without_a_restart(
         expect_401(withdrawn, "is not in the issuer's JWKS")
 
 
+async def test_old_keys_are_refreshed_in_the_background(
+    serve: Serve, issuer: JwksIssuer, keys: dict[str, SigningKey]
+) -> None:
+    user = new_user()
+    withdrawn = keys["EdDSA"]
+    async with serve(issuer, jwks_max_age_seconds=0.3, jwks_refetch_interval_seconds=0.3) as client:
+        first = await client.get("/api/tasks", headers=bearer(issuer.token(withdrawn, user)))
+        assert first.status_code == 200
+        issuer.publish(keys["ES256"])
+        await asyncio.sleep(0.35)
+        # The set is old: this request starts a refresh but is served with the cached key.
+        stale = bearer(issuer.token(withdrawn, user, jti="stale"))
+        assert (await client.get("/api/tasks", headers=stale)).status_code == 200
+        for attempt in range(50):
+            fresh = bearer(issuer.token(withdrawn, user, jti=str(attempt)))
+            response = await client.get("/api/tasks", headers=fresh)
+            if response.status_code == 401:
+                break
+            await asyncio.sleep(0.02)
+        expect_401(response, "is not in the issuer's JWKS")
+        assert issuer.fetches == 2
+
+
 async def test_unknown_kid_refetches_at_most_once_per_interval(
     serve: Serve, issuer: JwksIssuer, keys: dict[str, SigningKey]
 ) -> None:
