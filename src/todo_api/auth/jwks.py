@@ -138,6 +138,9 @@ class JwksKeySource:
             self._failed(f"no answer within {self._timeout:g}s")
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as error:
             self._failed(f"{error.__class__.__name__}: {error}")
+        except Exception as error:  # whatever the issuer sends, the caller gets a 503, not a 500
+            logger.exception("Unexpected failure fetching the JWKS from %s", self.url)
+            self._failed(f"{error.__class__.__name__}: {error}")
         else:
             known = set(self._keys)
             self._keys = keys

@@ -17,7 +17,7 @@ from todo_api.auth.cache import VerifiedTokenCache
 from todo_api.auth.errors import AuthError, Principal
 from todo_api.auth.jwks import ASYMMETRIC_ALGORITHMS, JwksKeySource
 from todo_api.schema import USER_ID_MAX
-from todo_api.settings import Settings
+from todo_api.settings import Settings, check_auth_configured
 
 HMAC_ALGORITHMS = ("HS256",)
 
@@ -51,6 +51,7 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
+        check_auth_configured(settings)  # never a JWKS mode that cannot check iss and aud
         jwks_url = settings.jwks_url
         jwks = None
         if jwks_url is not None:
