@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,14 @@ _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57014", "53300", "53
 
 
 class DatabaseNotReady(Exception):
-    """The schema is not migrated yet (the database has not been reachable since start-up)."""
+    """The schema is not migrated yet: the database has not been reachable since start-up."""
+
+
+@dataclass
+class DatabaseState:
+    """What one app instance knows about its database beyond the engine."""
+
+    migrated: bool = True
 
 
 def uses_transaction_pooler(url: URL, pooler: Pooler) -> bool:
@@ -281,9 +289,34 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated:
             return True
-        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-        return isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+        sqlstate = _sqlstate(error)
+        return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
     return False
+
+
+def misconfiguration(error: BaseException) -> str | None:
+    """What to fix, when an error says the database refused these settings rather than that it
+    is away; None for an outage. Start-up stops on these instead of waiting for them to pass."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"the database's TLS certificate did not verify ({error.verify_message}); "
+            "check sslmode and sslrootcert in DATABASE_URL"
+        )
+    message = str(getattr(error, "orig", None) or error).splitlines()[0]
+    sqlstate = _sqlstate(error)
+    if sqlstate is not None and sqlstate.startswith("28"):
+        return f"the database refused the credentials in DATABASE_URL ({message})"
+    if sqlstate == "3D000":
+        return f"{message}; check the database name in DATABASE_URL"
+    if "unsupported startup parameter" in message:
+        return f"{message}: a transaction-mode pooler answers there; set DB_POOLER=transaction"
+    return None
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None) or error
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
 async def ping(engine: AsyncEngine, within_seconds: float) -> None:
