@@ -153,17 +153,21 @@ def _ssl_argument(query: dict[str, str]) -> ssl.SSLContext | str | bool | None:
         return mode  # asyncpg falls back to plain text for these, as libpq does
     if mode == "require" and rootcert is not None:
         mode = "verify-ca"
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    # Checks the certificate chain and the host name unless turned off below.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if mode == "require":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif rootcert in (None, "system"):
+        context.load_default_certs()
     else:
-        if rootcert not in (None, "system"):
-            path = Path(rootcert).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"DATABASE_URL sslrootcert {rootcert!r} is not a readable file")
-            context.load_verify_locations(cafile=str(path))
-        context.check_hostname = mode == "verify-full"
+        path = Path(rootcert).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"DATABASE_URL sslrootcert {rootcert!r} is not a readable file")
+        # Like libpq: only this file's CAs are trusted, not the system's.
+        context.load_verify_locations(cafile=str(path))
+    if mode == "verify-ca":
+        context.check_hostname = False
     if (cert := query.get("sslcert")) is not None:
         try:
             context.load_cert_chain(cert, query.get("sslkey"))
