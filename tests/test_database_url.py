@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
-from tests.conftest import make_settings
+from tests.conftest import SECRET, make_settings
+from tests.pgbouncer import PgBouncer, pgbouncer
+from tests.server import run_cli, service_environment
 from todo_api.database import create_engine, parse_database_url, uses_transaction_pooler
 from todo_api.settings import ConfigError, Pooler
 
@@ -24,6 +27,8 @@ NEON_DIRECT = (
 )
 NEON_POOLED = NEON_DIRECT.replace("a1b2c3d4.", "a1b2c3d4-pooler.")
 PASSWORD = "npg_AbC123xYz"
+
+__all__ = ["pgbouncer"]  # a fixture
 
 
 def context_of(connect_args: dict[str, Any]) -> ssl.SSLContext:
@@ -194,7 +199,8 @@ def test_direct_connections_keep_the_cache_and_a_server_side_statement_timeout()
 
 def connect_arguments(url: str, **settings: Any) -> dict[str, Any]:
     """The keyword arguments the engine hands to the driver's connect for `url`."""
-    engine = create_engine(make_settings(url, **settings))
+    # The pooler is detected from the URL here, whatever DB_POOLER the test run has.
+    engine = create_engine(make_settings(url, **({"db_pooler": Pooler.AUTO} | settings)))
     captured: dict[str, Any] = {}
 
     @event.listens_for(engine.sync_engine, "do_connect")
@@ -234,3 +240,53 @@ def self_signed_certificate(folder: Path) -> Path:
         capture_output=True,
     )
     return path
+
+
+# --- The same strings against a real TLS transaction-mode PgBouncer, through the CLI ----------
+
+
+def test_neon_style_string_with_every_parameter_starts_the_service(
+    pgbouncer: PgBouncer, database_url: str, tmp_path: Path
+) -> None:
+    parameters = (
+        f"sslmode=verify-full&sslrootcert={pgbouncer.certificate}&channel_binding=require"
+        "&options=endpoint%3Dep-cool-darkness-a1b2c3d4&application_name=tasks-web"
+        "&connect_timeout=5"
+    )
+    env = service_environment(
+        DATABASE_URL=pgbouncer.url(str(make_url(database_url).database), parameters),
+        BETTER_AUTH_SECRET=SECRET,
+        DB_POOLER="transaction",
+    )
+    result = run_cli("migrate", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "database", "parameters", "pooler", "fragment"),
+    [
+        ("serve", "test", "sslmode=require", "auto", "set DB_POOLER=transaction"),
+        ("migrate", "test", "sslmode=verify-full", "transaction", "certificate did not verify"),
+        ("migrate", "no_such_db", "sslmode=require", "transaction", "database name"),
+    ],
+)
+def test_settings_the_database_refuses_stop_start_up_with_one_line(
+    pgbouncer: PgBouncer,
+    tmp_path: Path,
+    command: str,
+    database: str,
+    parameters: str,
+    pooler: str,
+    fragment: str,
+) -> None:
+    env = service_environment(
+        DATABASE_URL=pgbouncer.url(database, parameters),
+        BETTER_AUTH_SECRET=SECRET,
+        DB_POOLER=pooler,
+    )
+    result = run_cli(command, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert fragment in errors[0]
+    assert "Traceback" not in result.stderr

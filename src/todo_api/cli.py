@@ -153,7 +153,11 @@ async def _migrate(settings: Settings, *, wait_seconds: float) -> None:
                 await upgrade(engine)
                 return
             except Exception as error:
-                if not is_unavailable(error) or time.monotonic() >= deadline:
+                if (
+                    not is_unavailable(error)
+                    or misconfiguration(error) is not None
+                    or time.monotonic() >= deadline
+                ):
                     raise
                 logger.warning("Database not reachable yet (%s); retrying", error)
                 await asyncio.sleep(1)

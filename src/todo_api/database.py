@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import uuid
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ SUPPORTED_PARAMETERS = (
 # SQLSTATE classes and codes that mean "the server is not there for us right now";
 # 57014 is a statement cancelled by statement_timeout: the database did not answer in time.
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "57014", "53300", "53400")
+
+
+_REFUSED_LOGIN = re.compile(r"password authentication failed|role \".*\" does not exist")
+_MISSING_DATABASE = re.compile(r"database \".*\" does not exist")
 
 
 class DatabaseNotReady(Exception):
@@ -306,11 +311,13 @@ def misconfiguration(error: BaseException) -> str | None:
             f"the database's TLS certificate did not verify ({error.verify_message}); "
             "check sslmode and sslrootcert in DATABASE_URL"
         )
-    message = str(getattr(error, "orig", None) or error).splitlines()[0]
+    lines = str(getattr(error, "orig", None) or error).splitlines()
+    message = lines[0] if lines else ""
     sqlstate = _sqlstate(error)
-    if sqlstate is not None and sqlstate.startswith("28"):
+    # A pooler relays the server's refusal with its own SQLSTATE: the message tells.
+    if (sqlstate is not None and sqlstate.startswith("28")) or _REFUSED_LOGIN.search(message):
         return f"the database refused the credentials in DATABASE_URL ({message})"
-    if sqlstate == "3D000":
+    if sqlstate == "3D000" or _MISSING_DATABASE.search(message):
         return f"{message}; check the database name in DATABASE_URL"
     if "unsupported startup parameter" in message:
         return f"{message}: a transaction-mode pooler answers there; set DB_POOLER=transaction"
