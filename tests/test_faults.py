@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -326,3 +327,28 @@ def fresh_postgres_database() -> Iterator[str]:
     finally:
         loop.run_until_complete(databases.__aexit__(None, None, None))
         loop.close()
+
+
+async def test_a_statement_over_the_timeout_is_503_and_the_connection_recovers(
+    app: FastAPI, on_postgres: bool, database_url: str
+) -> None:
+    """A toggle stuck behind another transaction's row lock is cancelled at the statement
+    timeout (by the server, or by the client behind a transaction pooler): 503, not a hang."""
+    if not on_postgres:
+        pytest.skip("row locks held across connections need PostgreSQL")
+    # `app` has migrated the database; this one shares it with a one-second statement timeout.
+    application = create_app(make_settings(database_url, db_statement_timeout_seconds=1))
+    engine = application.state.services.engine
+    user = new_user()
+    async with client_for(application) as client:
+        created = await client.post("/api/tasks", json={"title": "locked"}, headers=auth(user))
+        path = f"/api/tasks/{created.json()['id']}/complete"
+        async with engine.connect() as locker, locker.begin():
+            await locker.execute(
+                text("SELECT id FROM tasks WHERE id = :id FOR UPDATE"), {"id": created.json()["id"]}
+            )
+            started = time.monotonic()
+            assert_unavailable(await client.patch(path, headers=auth(user)))
+            assert time.monotonic() - started < 5
+        assert (await client.patch(path, headers=auth(user))).status_code == 200
+    await engine.dispose()
