@@ -186,7 +186,7 @@ def test_behind_a_transaction_pooler_no_statement_is_cached_or_reused() -> None:
     assert len(names) == 100
     # PgBouncer refuses startup parameters it does not know: only the name is sent.
     assert arguments["server_settings"] == {"application_name": "todo-api"}
-    assert arguments["command_timeout"] == 16
+    assert arguments["command_timeout"] == 6
 
 
 def test_direct_connections_keep_the_cache_and_a_server_side_statement_timeout() -> None:

@@ -352,3 +352,36 @@ async def test_a_statement_over_the_timeout_is_503_and_the_connection_recovers(
             assert time.monotonic() - started < 5
         assert (await client.patch(path, headers=auth(user))).status_code == 200
     await engine.dispose()
+
+
+async def test_a_database_that_stops_answering_is_503_within_the_statement_timeout(
+    app: FastAPI, pgbouncer: PgBouncer, database_url: str
+) -> None:
+    """Connections open but nothing answers (a paused pooler, a network path gone silent):
+    the request is not left hanging; it gets 503 once the pooled connection's check (connect
+    timeout) or the statement (statement timeout) has waited too long."""
+    settings = make_settings(
+        pgbouncer.url(str(make_url(database_url).database)),
+        db_pooler="transaction",
+        db_statement_timeout_seconds=1,
+        db_connect_timeout_seconds=1,
+    )
+    application = create_app(settings)
+    user = new_user()
+    async with client_for(application) as client:
+        assert (await client.get("/api/tasks", headers=auth(user))).status_code == 200
+        pgbouncer.pause()
+        started = time.monotonic()
+        responses = await asyncio.gather(
+            client.get("/api/tasks", headers=auth(user)),
+            client.post("/api/tasks", json={"title": "x"}, headers=auth(user)),
+        )
+        waited = time.monotonic() - started
+        pgbouncer.resume()
+        for response in responses:
+            assert_unavailable(response)
+        # The timeout, plus asyncpg cancelling the stuck statement (about two seconds here).
+        assert waited < 6
+        created = await client.post("/api/tasks", json={"title": "x"}, headers=auth(user))
+        assert created.status_code == 201
+    await application.state.services.engine.dispose()

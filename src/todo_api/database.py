@@ -243,17 +243,53 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "prepared_statement_cache_size": 0,
             "prepared_statement_name_func": _unique_statement_name,
         }
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=settings.db_pool_recycle_seconds,
-        # A connection the server or a proxy dropped while idle (Neon scaling to zero, a
-        # pooler restart) is noticed on checkout and replaced, not handed to a request.
-        pool_pre_ping=True,
         connect_args=driver_args,
     )
+    _check_on_checkout(
+        engine, within_seconds=settings.db_connect_timeout_seconds, in_transaction=behind_pooler
+    )
+    return engine
+
+
+def _check_on_checkout(engine: AsyncEngine, *, within_seconds: float, in_transaction: bool) -> None:
+    """Check a pooled connection before a request gets it.
+
+    One dropped while idle (Neon scaling to zero, a pooler restart) is replaced by a new one,
+    and the request does not fail. One that does not answer within `within_seconds` fails the
+    request at once (503), instead of after the statement timeout. SQLAlchemy's pool_pre_ping
+    does the first but waits the whole statement timeout, then again for the statement itself.
+    """
+
+    async def ping(connection: Any) -> None:
+        async with asyncio.timeout(within_seconds):
+            if in_transaction:
+                # A transaction-mode pooler may hand each round trip outside a transaction to
+                # a different server connection, and the check takes two.
+                async with connection.transaction():
+                    await connection.fetchval("SELECT 1")
+            else:
+                await connection.fetchval("SELECT 1")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info["fresh"] = True
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.pop("fresh", False):
+            return  # just opened: nothing to check
+        try:
+            dbapi_connection.run_async(ping)
+        except TimeoutError:
+            raise  # the pool discards the connection; the request answers 503
+        except Exception as error:
+            raise exc.DisconnectionError(f"connection dropped while idle: {error!r}") from error
 
 
 def _unique_statement_name() -> str:

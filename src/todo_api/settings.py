@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_startup_wait_seconds: float = Field(default=30.0, ge=0)
     db_pool_recycle_seconds: float = Field(default=300.0, gt=0)
     db_pooler: Pooler = Pooler.AUTO
