@@ -6,14 +6,17 @@ directly and through a TLS transaction-mode PgBouncer.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.conftest import SECRET, make_settings
 from tests.pgbouncer import PgBouncer, pgbouncer
@@ -290,3 +293,34 @@ def test_settings_the_database_refuses_stop_start_up_with_one_line(
     assert len(errors) == 1, result.stderr
     assert fragment in errors[0]
     assert "Traceback" not in result.stderr
+
+
+async def test_the_pooler_setting_is_what_makes_pgbouncer_work(
+    pgbouncer: PgBouncer, database_url: str
+) -> None:
+    """The control experiment: asyncpg's defaults (statements cached per connection) break
+    behind a transaction-mode PgBouncer; the same traffic with DB_POOLER=transaction does not."""
+    url = pgbouncer.url(str(make_url(database_url).database))
+
+    async def traffic(engine: AsyncEngine) -> None:
+        async def transaction(n: int) -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text("SELECT CAST(:n AS int) + 1"), {"n": n})
+                await connection.execute(text("SELECT CAST(:n AS int) + 2"), {"n": n})
+
+        for _ in range(5):
+            await asyncio.gather(*(transaction(n) for n in range(40)))
+
+    parsed, connect_args = parse_database_url(url)
+    cached = create_async_engine(parsed, connect_args=connect_args, pool_size=5, max_overflow=0)
+    try:
+        with pytest.raises(DBAPIError, match="prepared statement"):
+            await traffic(cached)
+    finally:
+        await cached.dispose()
+
+    safe = create_engine(make_settings(url, db_pooler=Pooler.TRANSACTION, db_pool_size=5))
+    try:
+        await traffic(safe)
+    finally:
+        await safe.dispose()
