@@ -49,7 +49,8 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes [env WORKERS]")] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
 ) -> None:
-    """Apply pending migrations, then serve the API."""
+    """Apply pending migrations and serve the API (if the database is unreachable, serve anyway
+    and migrate once it answers)."""
     settings = _settings(host=host, port=port, workers=workers)
     configure_logging(settings)
     _migrate_if_reachable(settings)
