@@ -21,7 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.conftest import SECRET, make_settings
 from tests.pgbouncer import PgBouncer, pgbouncer
 from tests.server import run_cli, service_environment
-from todo_api.database import create_engine, parse_database_url, uses_transaction_pooler
+from todo_api.database import (
+    create_engine,
+    misconfiguration,
+    parse_database_url,
+    uses_transaction_pooler,
+)
 from todo_api.settings import ConfigError, Pooler
 
 NEON_DIRECT = (
@@ -243,6 +248,23 @@ def self_signed_certificate(folder: Path) -> Path:
         capture_output=True,
     )
     return path
+
+
+@pytest.mark.parametrize(
+    ("error", "fragment"),
+    [
+        (ConnectionError('PostgreSQL server at "h:5432" rejected SSL upgrade'), "accept TLS"),
+        (ConnectionRefusedError(111, "Connect call failed"), None),
+        (TimeoutError(), None),
+    ],
+)
+def test_refusals_are_told_apart_from_outages(error: Exception, fragment: str | None) -> None:
+    problem = misconfiguration(error)
+    if fragment is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert fragment in problem
 
 
 # --- The same strings against a real TLS transaction-mode PgBouncer, through the CLI ----------

@@ -355,6 +355,8 @@ def misconfiguration(error: BaseException) -> str | None:
         return f"the database refused the credentials in DATABASE_URL ({message})"
     if sqlstate == "3D000" or _MISSING_DATABASE.search(message):
         return f"{message}; check the database name in DATABASE_URL"
+    if "rejected SSL upgrade" in message:
+        return "the database does not accept TLS; check sslmode in DATABASE_URL"
     if "unsupported startup parameter" in message:
         return f"{message}: a transaction-mode pooler answers there; set DB_POOLER=transaction"
     return None
