@@ -18,9 +18,8 @@ import jwt
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from todo_api.database import parse_database_url
+from todo_api.database import create_engine, parse_database_url
 from todo_api.http.app import create_app
 from todo_api.migrations import upgrade
 from todo_api.settings import Settings
@@ -56,9 +55,10 @@ def new_user() -> str:
 @asynccontextmanager
 async def postgres_database(server_url: str) -> AsyncIterator[str]:
     """A new, empty database on the server `server_url` points at; dropped afterwards."""
-    url, connect_args = parse_database_url(server_url)
+    url, _ = parse_database_url(server_url)
     name = f"todo_api_test_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(url, connect_args=connect_args, isolation_level="AUTOCOMMIT")
+    # The service's own engine settings, so this works through a transaction-mode pooler too.
+    admin = create_engine(make_settings(server_url)).execution_options(isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as connection:
             await connection.execute(text(f'CREATE DATABASE "{name}"'))

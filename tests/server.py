@@ -57,6 +57,7 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 class Server:
     url: str
     log: Path
+    process: subprocess.Popen[bytes]
 
 
 @contextmanager
@@ -75,7 +76,7 @@ def running_server(cwd: Path, env: dict[str, str], *extra: str) -> Iterator[Serv
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base_url, process, log_path)
-        yield Server(base_url, log_path)
+        yield Server(base_url, log_path, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -6,6 +6,7 @@ import json
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def test_real_server_serves_the_api(server: Server) -> None:
         request_id = client.get("/api/tasks", headers={"X-Request-ID": "json-log-1"}).headers
         assert request_id["x-request-id"] == "json-log-1"
 
+    # The access line is written once the response has gone out: give it a moment.
+    deadline = time.monotonic() + 5
+    while "json-log-1" not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     access = [
         json.loads(line) for line in server.log.read_text().splitlines() if "json-log-1" in line
     ]

@@ -11,7 +11,13 @@ import typer
 import uvicorn
 
 from todo_api.auth import mint_token
-from todo_api.database import create_engine, is_unavailable, parse_database_url, sqlite_file
+from todo_api.database import (
+    create_engine,
+    is_unavailable,
+    misconfiguration,
+    parse_database_url,
+    sqlite_file,
+)
 from todo_api.logs import configure_logging
 from todo_api.migrations import upgrade
 from todo_api.settings import ConfigError, Environment, Settings, load_settings
@@ -43,10 +49,11 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes [env WORKERS]")] = None,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development)")] = False,
 ) -> None:
-    """Apply pending migrations, then serve the API."""
+    """Apply pending migrations and serve the API (if the database is unreachable, serve anyway
+    and migrate once it answers)."""
     settings = _settings(host=host, port=port, workers=workers)
     configure_logging(settings)
-    _migrate_or_exit(settings)
+    _migrate_if_reachable(settings)
     base = f"http://{settings.host}:{settings.port}"
     logger.info("Tasks API on %s  (interactive docs: %s/docs)", base, base)
     if settings.environment is Environment.LOCAL:
@@ -93,33 +100,71 @@ def token(
     typer.echo(mint_token(settings.better_auth_secret, user_id, expires_in=expires_in))
 
 
-def _migrate_or_exit(settings: Settings) -> None:
-    if (path := sqlite_file(settings)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _migrate_if_reachable(settings: Settings) -> None:
+    """One attempt before listening. Settings the database refuses stop start-up with one line;
+    an unreachable database does not: each worker serves /health, answers 503 elsewhere, and
+    applies the migrations as soon as the database appears."""
+    _prepare_sqlite_folder(settings)
     try:
-        asyncio.run(_migrate(settings))
+        asyncio.run(_migrate(settings, wait_seconds=0))
     except Exception as error:
+        _exit_if_misconfigured(error)
+        if not is_unavailable(error):
+            raise
+        logger.warning(
+            "Database not reachable (%s); serving anyway: /health/ready answers 503 until it "
+            "is, then migrations apply",
+            _first_line(error),
+        )
+
+
+def _migrate_or_exit(settings: Settings) -> None:
+    _prepare_sqlite_folder(settings)
+    try:
+        asyncio.run(_migrate(settings, wait_seconds=settings.db_startup_wait_seconds))
+    except Exception as error:
+        _exit_if_misconfigured(error)
         if not is_unavailable(error):
             raise
         typer.echo(
             f"error: the database did not answer within {settings.db_startup_wait_seconds:g}s "
-            f"({error.__class__.__name__}: {error}); check DATABASE_URL",
+            f"({_first_line(error)}); check DATABASE_URL",
             err=True,
         )
         raise typer.Exit(1) from None
 
 
-async def _migrate(settings: Settings) -> None:
-    """Migrate, retrying while the database is unreachable, for a bounded time."""
+def _prepare_sqlite_folder(settings: Settings) -> None:
+    if (path := sqlite_file(settings)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _exit_if_misconfigured(error: Exception) -> None:
+    if (problem := misconfiguration(error)) is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).splitlines()
+    return f"{error.__class__.__name__}: {lines[0] if lines else ''}"
+
+
+async def _migrate(settings: Settings, *, wait_seconds: float) -> None:
+    """Migrate, retrying while the database is unreachable, for up to `wait_seconds`."""
     engine = create_engine(settings)
-    deadline = time.monotonic() + settings.db_startup_wait_seconds
+    deadline = time.monotonic() + wait_seconds
     try:
         while True:
             try:
                 await upgrade(engine)
                 return
             except Exception as error:
-                if not is_unavailable(error) or time.monotonic() >= deadline:
+                if (
+                    not is_unavailable(error)
+                    or misconfiguration(error) is not None
+                    or time.monotonic() >= deadline
+                ):
                     raise
                 logger.warning("Database not reachable yet (%s); retrying", error)
                 await asyncio.sleep(1)

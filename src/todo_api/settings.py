@@ -30,6 +30,14 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class Pooler(StrEnum):
+    """What sits between the service and PostgreSQL, as far as prepared statements care."""
+
+    AUTO = "auto"  # transaction mode when the host name says so (Neon: `-pooler`)
+    NONE = "none"  # PostgreSQL itself, or a session-mode pooler
+    TRANSACTION = "transaction"  # PgBouncer (or alike) in transaction mode
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -59,8 +67,10 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_startup_wait_seconds: float = Field(default=30.0, ge=0)
+    db_pool_recycle_seconds: float = Field(default=300.0, gt=0)
+    db_pooler: Pooler = Pooler.AUTO
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
 from todo_api.auth import TokenVerifier
-from todo_api.database import create_engine
+from todo_api.database import DatabaseState, create_engine
 from todo_api.http.dependencies import Services
 from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
@@ -22,6 +23,7 @@ from todo_api.http.middleware import (
 )
 from todo_api.http.routes import health, tasks
 from todo_api.logs import configure_logging
+from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.settings import Settings, load_settings
 
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "Location", REQUEST_ID_HEADER, "Retry-After"]
@@ -33,18 +35,36 @@ Errors are JSON `{"detail": ...}`.
 """
 
 
-def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, engine: AsyncEngine | None = None, migrate_on_startup: bool = False
+) -> FastAPI:
+    """The app on `settings`. With `migrate_on_startup` it applies migrations when it starts,
+    or, while the database is unreachable, answers 503 (readiness too) until it has."""
     services = Services(
         settings=settings,
         engine=engine or create_engine(settings),
         verifier=TokenVerifier.from_settings(settings),
+        database=DatabaseState(migrated=not migrate_on_startup),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await services.verifier.aclose()
-        await services.engine.dispose()
+        migrating = None
+        # A reachable database is migrated before the first request is let in; an
+        # unreachable one is waited for in the background while /health answers.
+        if migrate_on_startup and not await try_upgrade(services.engine, services.database):
+            migrating = asyncio.create_task(
+                upgrade_when_reachable(services.engine, services.database)
+            )
+        try:
+            yield
+        finally:
+            if migrating is not None:
+                migrating.cancel()
+                with suppress(asyncio.CancelledError):
+                    await migrating
+            await services.verifier.aclose()
+            await services.engine.dispose()
 
     app = FastAPI(
         title="Tasks API", version=__version__, description=DESCRIPTION, lifespan=lifespan
@@ -75,4 +95,4 @@ def app_from_environment() -> FastAPI:
     """The factory `todo-api serve` hands to uvicorn: one app per worker process."""
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, migrate_on_startup=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from todo_api.auth import AuthError, Principal, TokenVerifier
+from todo_api.database import DatabaseNotReady, DatabaseState
 from todo_api.logs import current_request
 from todo_api.settings import Settings
 from todo_api.tasks.repository import TaskRepository
@@ -22,6 +23,7 @@ class Services:
     settings: Settings
     engine: AsyncEngine
     verifier: TokenVerifier
+    database: DatabaseState = field(default_factory=DatabaseState)
 
 
 def get_services(request: Request) -> Services:
@@ -56,6 +58,8 @@ CurrentUser = Annotated[Principal, Depends(authenticate)]
 
 
 def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
+    if not services.database.migrated:
+        raise DatabaseNotReady
     return TaskRepository(services.engine, user.user_id)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import exc
 from starlette.routing import Match
 
 from todo_api.auth import AuthError, KeysUnavailableError
-from todo_api.database import is_unavailable
+from todo_api.database import DatabaseNotReady, is_unavailable
 
 logger = logging.getLogger("todo_api.errors")
 
@@ -119,5 +119,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(KeysUnavailableError, _keys_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(405, _method_not_allowed)
-    for error_type in (exc.DBAPIError, exc.TimeoutError, OSError):
+    for error_type in (exc.DBAPIError, exc.TimeoutError, OSError, DatabaseNotReady):
         app.add_exception_handler(error_type, _database_failed)

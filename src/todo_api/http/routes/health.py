@@ -26,6 +26,8 @@ async def health() -> dict[str, str]:
     responses={503: {"model": ErrorDetail, "description": "The database does not answer"}},
 )
 async def ready(services: AppServices) -> Any:
+    if not services.database.migrated:
+        return database_unavailable_response()
     try:
         await ping(services.engine, services.settings.db_connect_timeout_seconds + 1)
     except Exception as error:

@@ -1,0 +1,92 @@
+"""A PgBouncer of the test's own, started by `setup.sh` (transaction mode, client TLS).
+
+Its server side is the PostgreSQL at PGBOUNCER_UPSTREAM (default 127.0.0.1:5432); every
+database there is reachable through it by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.server import free_port
+
+SETUP = Path(__file__).with_name("setup.sh")
+
+
+@dataclass(frozen=True)
+class PgBouncer:
+    port: int
+    state: Path
+
+    @property
+    def certificate(self) -> Path:
+        return self.state / "server.crt"
+
+    def url(self, database: str, parameters: str = "sslmode=require") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}?{parameters}"
+
+    def start(self) -> None:
+        result = subprocess.run(
+            ["bash", str(SETUP), str(self.port), str(self.state)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            message = f"PgBouncer could not be set up: {result.stderr.strip()}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+
+    def kill(self) -> None:
+        """Gone at once, as a crashed pooler or a dropped network path: connections reset."""
+        os.kill(self._pid(), signal.SIGKILL)
+        (self.state / "pgbouncer.pid").unlink(missing_ok=True)
+
+    def pause(self) -> None:
+        """Queries wait (PgBouncer's PAUSE), as while a suspended Neon compute wakes up."""
+        os.kill(self._pid(), signal.SIGUSR1)
+
+    def resume(self) -> None:
+        os.kill(self._pid(), signal.SIGUSR2)
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(SETUP), "stop", str(self.port), str(self.state)], check=False)
+
+    def _pid(self) -> int:
+        return int((self.state / "pgbouncer.pid").read_text())
+
+
+@contextmanager
+def pgbouncer_on_free_port(*, start: bool = True) -> Iterator[PgBouncer]:
+    """A PgBouncer of its own (started unless `start` is false), removed afterwards."""
+    # Not under pytest's tmp_path: PgBouncer runs as `postgres` and must reach its folder.
+    state = Path(tempfile.mkdtemp(prefix="todo-api-pgbouncer-"))
+    bouncer = PgBouncer(free_port(), state)
+    try:
+        if start:
+            bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def pgbouncer(on_postgres: bool) -> Iterator[PgBouncer]:
+    """A PgBouncer in front of the PostgreSQL of the PostgreSQL test passes."""
+    if not on_postgres:
+        pytest.skip("PgBouncer fronts PostgreSQL: runs in the passes with TEST_DATABASE_URL")
+    with pgbouncer_on_free_port() as bouncer:
+        yield bouncer
