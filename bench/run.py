@@ -24,6 +24,7 @@ import asyncio
 import http.server
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -612,6 +613,8 @@ class Bench:
                 "raw",
                 "--rate",
                 "200",
+                # Sampling without pausing the server, so the profile run stays a load run.
+                "--nonblocking",
                 "--duration",
                 str(int(self.args.duration)),
                 "--output",
@@ -641,8 +644,11 @@ def top_functions(collapsed: Path, count: int = 25) -> str:
         if not stack:
             continue
         n = int(samples)
+        # Frames without their line numbers, so a function counts once.
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        if any(frame.startswith("Thread._bootstrap ") for frame in frames):
+            continue  # idle helper threads (anyio's thread pool), not request work
         total += n
-        frames = stack.split(";")
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + n
