@@ -87,10 +87,10 @@ def _reexec_in_venv() -> None:
     if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
         return
     sys.path.insert(0, str(ROOT))
-    import dev  # noqa: PLC0415
+    import dev
 
     dev.ensure_environment()
-    os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
+    os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])  # noqa: S606
 
 
 # --------------------------------------------------------------------------- measurements
@@ -301,14 +301,14 @@ def ensure_py_spy() -> str:
 
 
 def database_url(server_url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.engine import make_url
 
     url = make_url(server_url).set(drivername="postgresql", database=name)
     return url.render_as_string(hide_password=False)
 
 
 async def _connect(url: str) -> Any:
-    import asyncpg  # noqa: PLC0415
+    import asyncpg
 
     return await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
 
@@ -396,7 +396,7 @@ class Auth:
     issuer: str | None = None
 
     def token(self, user_id: str) -> str:
-        import jwt  # noqa: PLC0415
+        import jwt
 
         now = int(time.time())
         claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + 24 * 3600}
@@ -415,8 +415,8 @@ def auth_mode(mode: str, jwks_port: int) -> Iterator[Auth]:
     if mode == "hs256":
         yield Auth(mode, secret, {"BETTER_AUTH_SECRET": secret})
         return
-    import jwt  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
     )
 
@@ -497,7 +497,9 @@ def _cmdline(pid: int) -> str:
 
 
 @contextmanager
-def running_server(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> Iterator[Server]:
+def running_server(
+    args: argparse.Namespace, env: dict[str, str], workdir: Path
+) -> Iterator[Server]:
     todo_api = str(Path(sys.executable).parent / "todo-api")
     log = RESULTS / f"server-{args.label}.log"
     command = [
@@ -530,7 +532,7 @@ def running_server(args: argparse.Namespace, env: dict[str, str], workdir: Path)
 
 
 def _wait_until_up(server: Server, workers: int) -> None:
-    import httpx  # noqa: PLC0415
+    import httpx
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -545,7 +547,9 @@ def _wait_until_up(server: Server, workers: int) -> None:
     raise SystemExit(f"error: the server did not come up:\n{server.log.read_text()}")
 
 
-def run_wrk(args: argparse.Namespace, url: str, data: Path, connections: int, seconds: float) -> Any:
+def run_wrk(
+    args: argparse.Namespace, url: str, data: Path, connections: int, seconds: float
+) -> Any:
     command = [
         "taskset",
         "-c",
@@ -589,12 +593,13 @@ class Bench:
         server_before = cpu_seconds(pids)
         db_before = cpu_by_pid(backends)
         spy = self._start_profile(profile) if profile else None
-        wrk = run_wrk(self.args, self.server.url, self.data[workload], connections, self.args.duration)
+        wrk = run_wrk(
+            self.args, self.server.url, self.data[workload], connections, self.args.duration
+        )
         server_cpu = cpu_seconds(pids) - server_before
         backends_after = asyncio.run(backend_pids(self.db_url, self.database))
         db_cpu = sum(
-            seconds - db_before.get(pid, 0.0)
-            for pid, seconds in cpu_by_pid(backends_after).items()
+            seconds - db_before.get(pid, 0.0) for pid, seconds in cpu_by_pid(backends_after).items()
         )
         if spy is not None:
             spy.wait()
@@ -676,7 +681,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--auth", choices=("hs256", "eddsa"), default="hs256")
     parser.add_argument(
         "--server",
-        default=os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get(
+            "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
         help="PostgreSQL server to make the throwaway database on [env BENCH_POSTGRES_URL]",
     )
     parser.add_argument("--port", type=int, default=18300)
@@ -688,7 +695,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--log-json", default="true", choices=("true", "false"), help="the server's LOG_JSON"
     )
-    parser.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for the server")
+    parser.add_argument(
+        "--env", action="append", default=[], help="extra NAME=VALUE for the server"
+    )
     parser.add_argument("--no-big-user", action="store_true", help="skip the 10,000-task check")
     parser.add_argument("--profile", action="store_true", help="py-spy each workload's first run")
     parser.add_argument("--label", default=None, help="name of this run in bench/results/")
@@ -750,7 +759,9 @@ def _bench(
     data: dict[str, Path] = {}
     for workload in [*WORKLOADS, "list-one"]:
         data[workload] = workdir / f"{workload}.lua"
-        write_lua_data(data[workload], workload, [tokens[u] for u in users], [ids_by_user[u] for u in users])
+        write_lua_data(
+            data[workload], workload, [tokens[u] for u in users], [ids_by_user[u] for u in users]
+        )
     for name, user in (("big", BIG_USER), ("small", users[0])):
         data[f"list-{name}"] = workdir / f"list-{name}.lua"
         write_lua_data(data[f"list-{name}"], "list-one", [tokens[user]], [ids_by_user[user]])
@@ -810,11 +821,12 @@ def _bench(
     print()
     print(format_table(rows))
     if big_user:
+        verdict = "met" if big_user["ratio"] < BIG_USER_FACTOR else "NOT met"
         print(
             f"\nFirst page, one connection: user with {BIG_USER_TASKS} tasks p50 "
             f"{big_user['big_p50_ms']:.2f} ms, user with {TASKS_PER_USER} tasks p50 "
             f"{big_user['small_p50_ms']:.2f} ms: ratio {big_user['ratio']:.2f} "
-            f"({'met' if big_user['ratio'] < BIG_USER_FACTOR else 'NOT met'}, target < {BIG_USER_FACTOR:g})"
+            f"({verdict}, target < {BIG_USER_FACTOR:g})"
         )
     print(f"Peak RSS per worker: {', '.join(f'{mb:.1f} MB' for mb in worker_rss)}")
     print(f"Results: {output}")
