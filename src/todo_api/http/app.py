@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,6 +43,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # What exists at start-up (modules, routes, schemas: some 100,000 objects) lives as long
+        # as the process. Frozen, it is left out of the collector's full passes, each of which
+        # would otherwise stall every request in flight for tens of milliseconds.
+        gc.freeze()
         yield
         await services.engine.dispose()
 
