@@ -714,6 +714,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("error: the benchmark needs two cores, one for the server and one for wrk")
     ensure_wrk()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
