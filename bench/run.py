@@ -52,7 +52,7 @@ TASKS_PER_USER = 50
 BIG_USER_TASKS = 10_000
 BIG_USER = "bench-big-user"
 
-# The targets at 64 connections, one worker: (requests/s at least, p99 ms at most).
+# Targets at 64 connections, one worker: (requests/s at least, p99 ms at most).
 TARGETS = {
     "list": (2000, 50.0),
     "get": (3500, 30.0),
@@ -652,7 +652,7 @@ def top_functions(collapsed: Path, count: int = 25) -> str:
         # Frames without their line numbers, so a function counts once.
         frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
         if any(frame.startswith("Thread._bootstrap ") for frame in frames):
-            continue  # idle helper threads (anyio's thread pool), not request work
+            continue  # idle threads (anyio's thread pool), not request work
         total += n
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
