@@ -4,6 +4,7 @@
     python3 dev.py serve        # make .venv, install, migrate, serve on http://127.0.0.1:8000
     python3 dev.py test         # lint, type-check and run every test
     python3 dev.py token alice  # any other todo-api command: token, migrate, ...
+    python3 dev.py bench        # the benchmark (bench/run.py --help for its options)
 
 The virtual environment is (re)installed only when pyproject.toml changes.
 """
@@ -28,6 +29,8 @@ def main(argv: list[str]) -> int:
     command, *rest = argv or ["serve"]
     if command == "test":
         return run_checks(rest)
+    if command == "bench":
+        return subprocess.call([str(BIN / "python"), str(ROOT / "bench" / "run.py"), *rest])
     os.chdir(ROOT)
     return subprocess.call([str(BIN / "todo-api"), command, *rest])
 
@@ -48,8 +51,8 @@ def ensure_environment() -> None:
 
 def run_checks(pytest_args: list[str]) -> int:
     steps = [
-        ["ruff", "check", "src", "tests", "dev.py"],
-        ["ruff", "format", "--check", "src", "tests", "dev.py"],
+        ["ruff", "check", "src", "tests", "bench", "dev.py"],
+        ["ruff", "format", "--check", "src", "tests", "bench", "dev.py"],
         ["mypy"],
         ["pytest", *pytest_args],
     ]

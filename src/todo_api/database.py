@@ -251,30 +251,24 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle_seconds,
         connect_args=driver_args,
     )
-    _check_on_checkout(
-        engine, within_seconds=settings.db_connect_timeout_seconds, in_transaction=behind_pooler
-    )
+    _check_on_checkout(engine, within_seconds=settings.db_connect_timeout_seconds)
     return engine
 
 
-def _check_on_checkout(engine: AsyncEngine, *, within_seconds: float, in_transaction: bool) -> None:
+def _check_on_checkout(engine: AsyncEngine, *, within_seconds: float) -> None:
     """Check a pooled connection before a request gets it.
 
     One dropped while idle (Neon scaling to zero, a pooler restart) is replaced by a new one,
     and the request does not fail. One that does not answer within `within_seconds` fails the
     request at once (503), instead of after the statement timeout. SQLAlchemy's pool_pre_ping
-    does the first but waits the whole statement timeout, then again for the statement itself.
+    does the first, but in three round trips (BEGIN, SELECT, ROLLBACK) and waiting the whole
+    statement timeout. A simple-protocol query is one round trip, needs no transaction and no
+    prepared statement, so a transaction-mode pooler is fine with it too.
     """
 
     async def ping(connection: Any) -> None:
         async with asyncio.timeout(within_seconds):
-            if in_transaction:
-                # A transaction-mode pooler may hand each round trip outside a transaction to
-                # a different server connection, and the check takes two.
-                async with connection.transaction():
-                    await connection.fetchval("SELECT 1")
-            else:
-                await connection.fetchval("SELECT 1")
+            await connection.execute("SELECT 1")
 
     @event.listens_for(engine.sync_engine, "connect")
     def _fresh(_dbapi_connection: Any, record: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -56,6 +57,10 @@ def create_app(
             migrating = asyncio.create_task(
                 upgrade_when_reachable(services.engine, services.database)
             )
+        # What exists at start-up (modules, routes, schemas: some 100,000 objects) lives as long
+        # as the process. Frozen, it is left out of the collector's full passes, each of which
+        # would otherwise stall every request in flight for tens of milliseconds.
+        gc.freeze()
         try:
             yield
         finally:

@@ -26,7 +26,9 @@ class Services:
     database: DatabaseState = field(default_factory=DatabaseState)
 
 
-def get_services(request: Request) -> Services:
+# The dependencies are coroutines, even those that never await: FastAPI runs a plain function
+# in its thread pool, and the hop there and back would cost more than the work itself.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -57,7 +59,7 @@ async def authenticate(
 CurrentUser = Annotated[Principal, Depends(authenticate)]
 
 
-def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
+async def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
     if not services.database.migrated:
         raise DatabaseNotReady
     return TaskRepository(services.engine, user.user_id)

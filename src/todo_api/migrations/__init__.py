@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,11 +14,18 @@ from todo_api.database import DatabaseState, is_unavailable
 
 logger = logging.getLogger(__name__)
 
+# Alembic is imported only when a migration runs: every worker process of `serve` imports this
+# module, and Alembic would add about 10 MB to each of them.
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 # Any constant works; it only has to be the same for every process running migrations.
 _POSTGRES_LOCK_ID = 7_464_025_310
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent))
     config.attributes["connection"] = connection
@@ -66,6 +70,8 @@ async def upgrade_when_reachable(
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_LOCK_ID})
     command.upgrade(alembic_config(connection), "head")
@@ -78,5 +84,8 @@ async def is_current(engine: AsyncEngine) -> bool:
 
 
 def _is_current(connection: Connection) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     return MigrationContext.configure(connection).get_current_revision() == head

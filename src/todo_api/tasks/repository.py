@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
+    bindparam,
     delete,
     false,
     func,
@@ -18,109 +21,142 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.schema import tasks
 from todo_api.tasks.schemas import TaskCreate, TaskStatus
 
 Task = dict[str, Any]
 
+# The statements are built once, with the caller's id as a bound parameter. Building a statement
+# and computing its cache key costs more than a round trip to the database; a prebuilt one is
+# looked up in SQLAlchemy's compiled cache for free, and asyncpg reuses its prepared statement.
+_USER: BindParameter[str] = bindparam("owner", type_=tasks.c.user_id.type)
+_TASK_ID: BindParameter[int] = bindparam("task_id", type_=tasks.c.id.type)
+_NOW: BindParameter[datetime] = bindparam("now", type_=tasks.c.updated_at.type)
+_OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
+_THIS_TASK = (_OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
+_COLUMNS = tuple(column.name for column in tasks.c)
+
+_STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
+    TaskStatus.ALL: true(),
+    TaskStatus.PENDING: tasks.c.completed == false(),
+    TaskStatus.COMPLETED: tasks.c.completed == true(),
+}
+
+
+def _list_statement(status: TaskStatus) -> Select[Any]:
+    """A page of the caller's tasks, newest first, each row carrying the count of all matches."""
+    matching = select(*tasks.c).where(_OWNED, _STATUS_FILTERS[status])
+    counted = matching.with_only_columns(func.count().label("total")).subquery("counted")
+    page = (
+        matching.order_by(*_NEWEST_FIRST)
+        .limit(bindparam("limit", type_=tasks.c.id.type))
+        .offset(bindparam("offset", type_=tasks.c.id.type))
+        .subquery("page")
+    )
+    # Joined to the count, an empty page still yields one row that carries the total.
+    return (
+        select(counted.c.total, *page.c)
+        .select_from(counted.outerjoin(page, true()))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+    )
+
+
+_LIST = {status: _list_statement(status) for status in TaskStatus}
+_GET: Select[Any] = select(*tasks.c).where(*_THIS_TASK)
+_CREATE: ReturningInsert[Any] = (
+    insert(tasks)
+    .values(
+        user_id=_USER,
+        title=bindparam("new_title", type_=tasks.c.title.type),
+        description=bindparam("new_description", type_=tasks.c.description.type),
+        completed=False,
+        created_at=_NOW,
+        updated_at=_NOW,
+    )
+    .returning(*tasks.c)
+)
+_TOGGLE: ReturningUpdate[Any] = (
+    update(tasks)
+    .where(*_THIS_TASK)
+    .values(completed=not_(tasks.c.completed), updated_at=_NOW)
+    .returning(*tasks.c)
+)
+_SET_COMPLETED: ReturningUpdate[Any] = (
+    update(tasks)
+    .where(*_THIS_TASK)
+    .values(completed=bindparam("new_completed", type_=tasks.c.completed.type), updated_at=_NOW)
+    .returning(*tasks.c)
+)
+_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+
+
+@lru_cache(maxsize=16)
+def _autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """The engine's pool, with every statement committed on its own.
+
+    Each method below is a single statement, atomic by itself; without an explicit transaction
+    it costs one round trip instead of three (BEGIN, the statement, COMMIT or ROLLBACK).
+    """
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class TaskRepository:
     """One user's tasks. Another user's task is, to every method here, a task that does not exist.
 
-    Each method is one transaction, committed before it returns, so a caller that answers
-    after it has returned never reports a write that is not stored.
+    Each method is one statement, committed before it returns, so a caller that answers after
+    it has returned never reports a write that is not stored.
     """
 
     def __init__(self, engine: AsyncEngine, user_id: str) -> None:
-        self._engine = engine
+        self._engine = _autocommit(engine)
         self._user_id = user_id
-        self._owned: ColumnElement[bool] = tasks.c.user_id == user_id
-
-    def _readable(self) -> Select[Any]:
-        return select(*tasks.c).where(self._owned)
 
     async def list(self, status: TaskStatus, *, limit: int, offset: int) -> tuple[list[Task], int]:
         """A page of tasks, newest first, and how many match in all (one round trip)."""
-        matching = self._readable().where(_status_filter(status))
-        counted = matching.with_only_columns(func.count().label("total")).subquery("counted")
-        page = matching.order_by(*_NEWEST_FIRST).limit(limit).offset(offset).subquery("page")
-        # Joined to the count, an empty page still yields one row that carries the total.
-        statement = (
-            select(counted.c.total, *page.c)
-            .select_from(counted.outerjoin(page, true()))
-            .order_by(page.c.created_at.desc(), page.c.id.desc())
-        )
+        params = {"owner": self._user_id, "limit": limit, "offset": offset}
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
-        total = rows[0]["total"] if rows else 0
-        items = [_task(row) for row in rows if row["id"] is not None]
+            rows = (await connection.execute(_LIST[status], params)).all()
+        total = rows[0][0] if rows else 0
+        # Rows are (total, *task columns); the task columns are None on an empty page.
+        items = [dict(zip(_COLUMNS, row[1:], strict=True)) for row in rows if row[1] is not None]
         return items, total
 
     async def get(self, task_id: int) -> Task | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(self._readable().where(tasks.c.id == task_id))).first()
-        return None if row is None else dict(row._mapping)
+        return await self._one(_GET, task_id=task_id)
 
     async def create(self, data: TaskCreate) -> Task:
-        now = _now()
-        statement = (
-            insert(tasks)
-            .values(
-                user_id=self._user_id,
-                title=data.title,
-                description=data.description,
-                completed=False,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(*tasks.c)
+        task = await self._one(
+            _CREATE, new_title=data.title, new_description=data.description, now=_now()
         )
-        task = await self._write(statement)
         assert task is not None
         return task
 
     async def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
         if not changes:
             return await self.get(task_id)
-        return await self._change(task_id, **changes)
+        # Which columns change varies from call to call: this one is built per request.
+        statement = (
+            update(tasks).where(*_THIS_TASK).values(**changes, updated_at=_NOW).returning(*tasks.c)
+        )
+        return await self._one(statement, task_id=task_id, now=_now())
 
     async def set_completed(self, task_id: int, completed: bool | None) -> Task | None:
         """Set `completed`, or flip it when `completed` is None, in one atomic statement."""
-        value = not_(tasks.c.completed) if completed is None else completed
-        return await self._change(task_id, completed=value)
+        if completed is None:
+            return await self._one(_TOGGLE, task_id=task_id, now=_now())
+        return await self._one(_SET_COMPLETED, task_id=task_id, new_completed=completed, now=_now())
 
     async def delete(self, task_id: int) -> bool:
-        statement = delete(tasks).where(self._owned, tasks.c.id == task_id).returning(tasks.c.id)
-        return await self._write(statement) is not None
+        return await self._one(_DELETE, task_id=task_id) is not None
 
-    async def _change(self, task_id: int, **values: Any) -> Task | None:
-        statement = (
-            update(tasks)
-            .where(self._owned, tasks.c.id == task_id)
-            .values(**values, updated_at=_now())
-            .returning(*tasks.c)
-        )
-        return await self._write(statement)
-
-    async def _write(self, statement: Any) -> Task | None:
-        async with self._engine.begin() as connection:
-            row = (await connection.execute(statement)).first()
+    async def _one(self, statement: Any, **params: Any) -> Task | None:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(statement, {"owner": self._user_id, **params})
+            row = result.first()
         return None if row is None else dict(row._mapping)
-
-
-def _status_filter(status: TaskStatus) -> ColumnElement[bool]:
-    if status is TaskStatus.PENDING:
-        return tasks.c.completed == false()
-    if status is TaskStatus.COMPLETED:
-        return tasks.c.completed == true()
-    return true()
-
-
-def _task(row: Any) -> Task:
-    return {column.name: row[column.name] for column in tasks.c}
 
 
 def _now() -> datetime:

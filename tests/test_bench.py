@@ -1,0 +1,122 @@
+"""The benchmark harness: its report arithmetic, and one short real run of every workload."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_bench()
+
+
+def wrk_line(requests: int, p50_us: int, p99_us: int, status_errors: int = 0) -> str:
+    return (
+        f'BENCH_RESULT {{"requests": {requests}, "duration_us": 2000000, "bytes": 1, '
+        f'"errors": {{"connect": 0, "read": 0, "write": 0, "status": {status_errors}, '
+        f'"timeout": 0}}, "latency_us": {{"min": 1, "mean": 2.0, "max": 9, "p50": {p50_us}, '
+        f'"p90": {p50_us * 2}, "p99": {p99_us}, "p999": {p99_us}}}}}'
+    )
+
+
+def test_wrk_output_is_parsed_from_the_done_hook_line() -> None:
+    output = "Running 2s test @ http://x\n" + wrk_line(7000, 9000, 20000) + "\n"
+    result = bench.parse_wrk_output(output)
+    assert result["requests"] == 7000
+    assert result["latency_us"]["p99"] == 20000
+    with pytest.raises(RuntimeError, match="no BENCH_RESULT"):
+        bench.parse_wrk_output("wrk crashed")
+
+
+def test_row_reports_medians_cpu_per_request_and_targets() -> None:
+    row = bench.Row("get", 64)
+    for requests, cpu in ((7000, 1.4), (8000, 1.6), (9000, 2.7)):
+        wrk = bench.parse_wrk_output(wrk_line(requests, 5000, 12000))
+        row.runs.append(bench.Run(wrk, server_cpu_s=cpu, db_cpu_s=0.0))
+    row.rss_mb = [80.0]
+    summary = row.summary()
+    assert summary["rps"] == 4000.0  # the median run: 8000 requests in 2 s
+    assert summary["server_cpu_ms_per_request"] == 0.2  # 1.6 s of CPU for 8000 requests
+    assert summary["p99_over_p50"] == 2.4
+    assert summary["valid"]
+    assert summary["checks"] == {
+        "no_errors": True,
+        "no_stalls": True,
+        "rss": True,
+        "rps": True,
+        "p99": True,
+    }
+    assert "get" in bench.format_table([summary])
+
+
+def test_any_error_makes_a_row_invalid_and_stalls_and_memory_fail_their_checks() -> None:
+    row = bench.Row("list", 16)
+    row.runs.append(bench.Run(bench.parse_wrk_output(wrk_line(100, 1000, 9000, 1)), 0.1, 0.0))
+    row.rss_mb = [120.0]
+    summary = row.summary()
+    assert not summary["valid"]
+    assert summary["checks"] == {"no_errors": False, "no_stalls": False, "rss": False}
+
+
+def test_lua_data_file_lists_tokens_and_ids_per_user(tmp_path: Path) -> None:
+    path = tmp_path / "data.lua"
+    bench.write_lua_data(path, "mixed", ["a.b.c", "d.e.f"], [[1, 2], [3]])
+    text = path.read_text()
+    assert 'workload = "mixed"' in text
+    assert '"a.b.c"' in text
+    assert "{1, 2}" in text
+    assert "{3}" in text
+
+
+def test_benchmark_runs_every_workload_against_a_real_server(
+    on_postgres: bool, tmp_path: Path
+) -> None:
+    """One second per workload: the harness, wrk, the Lua script and the report work together."""
+    if not on_postgres:
+        pytest.skip("the benchmark runs on PostgreSQL; this runs in the PostgreSQL pass")
+    server = os.environ["TEST_DATABASE_URL"]
+    output = tmp_path / "result.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            *("--server", server, "--duration", "1", "--warmup", "0", "--runs", "1"),
+            *("--connections", "4", "--no-big-user", "--label", f"smoke-{free_port()}"),
+            *("--port", str(free_port()), "--output", str(output)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    result: dict[str, Any] = json.loads(output.read_text())
+    rows = {row["workload"]: row for row in result["rows"]}
+    assert set(rows) == set(bench.WORKLOADS)
+    for row in rows.values():
+        assert row["valid"], row
+        assert row["runs"][0]["requests"] > 0
+        assert row["server_cpu_ms_per_request"] > 0
+    assert all(mb > 0 for mb in result["peak_rss_mb_per_worker"])
+    assert "pinned to CPU" in completed.stdout
