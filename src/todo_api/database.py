@@ -255,6 +255,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+def single_statement_engine(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
+    """The engine for work done in one statement, atomic by itself.
+
+    Such a statement is committed on its own, without the BEGIN and COMMIT round trips around
+    it. Behind a transaction-mode pooler it keeps them: asyncpg prepares and executes in two
+    round trips, which the pooler hands to different server connections unless a transaction
+    holds them together.
+    """
+    url, _ = parse_database_url(settings.database_url)
+    if url.get_backend_name() == "postgresql" and uses_transaction_pooler(url, settings.db_pooler):
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _check_on_checkout(engine: AsyncEngine, *, within_seconds: float) -> None:
     """Check a pooled connection before a request gets it.
 

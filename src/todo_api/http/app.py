@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
 from todo_api.auth import TokenVerifier
-from todo_api.database import DatabaseState, create_engine
+from todo_api.database import DatabaseState, create_engine, single_statement_engine
 from todo_api.http.dependencies import Services
 from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
@@ -41,9 +41,11 @@ def create_app(
 ) -> FastAPI:
     """The app on `settings`. With `migrate_on_startup` it applies migrations when it starts,
     or, while the database is unreachable, answers 503 (readiness too) until it has."""
+    engine = engine or create_engine(settings)
     services = Services(
         settings=settings,
-        engine=engine or create_engine(settings),
+        engine=engine,
+        statements=single_statement_engine(engine, settings),
         verifier=TokenVerifier.from_settings(settings),
         database=DatabaseState(migrated=not migrate_on_startup),
     )

@@ -22,6 +22,7 @@ class Services:
 
     settings: Settings
     engine: AsyncEngine
+    statements: AsyncEngine  # the same pool, for single statements (TaskRepository)
     verifier: TokenVerifier
     database: DatabaseState = field(default_factory=DatabaseState)
 
@@ -62,7 +63,7 @@ CurrentUser = Annotated[Principal, Depends(authenticate)]
 async def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
     if not services.database.migrated:
         raise DatabaseNotReady
-    return TaskRepository(services.engine, user.user_id)
+    return TaskRepository(services.statements, user.user_id)
 
 
 UserTasks = Annotated[TaskRepository, Depends(task_repository)]
