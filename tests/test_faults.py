@@ -131,6 +131,7 @@ async def test_connections_dropped_while_idle_are_replaced_without_a_failed_requ
     assert {response.status_code for response in warm} == {200}
 
     assert await terminate_other_connections(database_url) >= 1
+    await asyncio.sleep(1.2)  # idle for longer than DB_IDLE_CHECK_SECONDS
 
     responses = await asyncio.gather(
         *(client.post("/api/tasks", json={"title": f"t{n}"}, headers=auth(user)) for n in range(8)),

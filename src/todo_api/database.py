@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +252,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.db_pool_recycle_seconds,
         connect_args=driver_args,
     )
-    _check_on_checkout(engine, within_seconds=settings.db_connect_timeout_seconds)
+    _check_on_checkout(
+        engine,
+        after_idle_seconds=settings.db_idle_check_seconds,
+        within_seconds=settings.db_connect_timeout_seconds,
+    )
     return engine
 
 
@@ -269,29 +274,35 @@ def single_statement_engine(engine: AsyncEngine, settings: Settings) -> AsyncEng
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-def _check_on_checkout(engine: AsyncEngine, *, within_seconds: float) -> None:
-    """Check a pooled connection before a request gets it.
+def _check_on_checkout(
+    engine: AsyncEngine, *, after_idle_seconds: float, within_seconds: float
+) -> None:
+    """Check a pooled connection that has been idle before a request gets it.
 
     One dropped while idle (Neon scaling to zero, a pooler restart) is replaced by a new one,
     and the request does not fail. One that does not answer within `within_seconds` fails the
     request at once (503), instead of after the statement timeout. SQLAlchemy's pool_pre_ping
-    does the first, but in three round trips (BEGIN, SELECT, ROLLBACK) and waiting the whole
-    statement timeout. A simple-protocol query is one round trip, needs no transaction and no
-    prepared statement, so a transaction-mode pooler is fine with it too.
+    does the first, but before every request, in three round trips (BEGIN, SELECT, ROLLBACK),
+    waiting the whole statement timeout. Here a connection back in use within
+    `after_idle_seconds` (every one, under load) is not checked at all; the check is one
+    simple-protocol query, which needs no transaction and no prepared statement, so a
+    transaction-mode pooler is fine with it. A connection that breaks while busy fails its
+    request with a 503, and SQLAlchemy then replaces every connection of the pool.
     """
 
     async def ping(connection: Any) -> None:
         async with asyncio.timeout(within_seconds):
             await connection.execute("SELECT 1")
 
-    @event.listens_for(engine.sync_engine, "connect")
-    def _fresh(_dbapi_connection: Any, record: Any) -> None:
-        record.info["fresh"] = True
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        if record.info.pop("fresh", False):
-            return  # just opened: nothing to check
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < after_idle_seconds:
+            return  # just opened, or just used
         try:
             dbapi_connection.run_async(ping)
         except TimeoutError:

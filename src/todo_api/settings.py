@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_startup_wait_seconds: float = Field(default=30.0, ge=0)
     db_pool_recycle_seconds: float = Field(default=300.0, gt=0)
+    db_idle_check_seconds: float = Field(default=1.0, ge=0)
     db_pooler: Pooler = Pooler.AUTO
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
