@@ -115,7 +115,11 @@ class TaskRepository:
         return items, total
 
     async def get(self, task_id: int) -> Task | None:
-        return await self._one(_GET, task_id=task_id)
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(_GET, {"owner": self._user_id, "task_id": task_id})
+            ).first()
+        return None if row is None else dict(row._mapping)
 
     async def create(self, data: TaskCreate) -> Task:
         task = await self._one(
@@ -143,7 +147,7 @@ class TaskRepository:
         return await self._one(_DELETE, task_id=task_id) is not None
 
     async def _one(self, statement: Any, **params: Any) -> Task | None:
-        # begin(): committed on leaving the block; on an autocommit engine it adds no round trip.
+        # Committed on leaving the block; on an autocommit engine that adds no round trip.
         async with self._engine.begin() as connection:
             result = await connection.execute(statement, {"owner": self._user_id, **params})
             row = result.first()
