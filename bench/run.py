@@ -738,6 +738,10 @@ def _bench(
         "DATABASE_URL": db_url,
         "LOG_LEVEL": args.log_level,
         "LOG_JSON": args.log_json,
+        # A connection for each request a worker has in flight: one waiting for the pool is
+        # both slower and more costly than one served (see RESULTS.md, "Pool size").
+        "DB_POOL_SIZE": str(max(args.connections)),
+        "DB_MAX_OVERFLOW": "0",
         **auth.environment,
         **dict(item.split("=", 1) for item in args.env),
     }
@@ -771,7 +775,8 @@ def _bench(
     print(
         f"Server: todo-api serve --workers {args.workers}, pinned to CPU {args.server_cpus} "
         f"(taskset); wrk -t{args.wrk_threads} pinned to CPU {args.wrk_cpus}; "
-        f"auth {args.auth}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json}; "
+        f"auth {args.auth}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
+        f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']}; "
         f"{args.runs} x {args.duration:g}s runs per row after {args.warmup:g}s warm-up",
         flush=True,
     )

@@ -71,9 +71,34 @@ async def postgres_database(server_url: str) -> AsyncIterator[str]:
         await admin.dispose()
 
 
-@pytest.fixture(scope="session")
-def on_postgres() -> bool:
-    return bool(os.environ.get("TEST_DATABASE_URL"))
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "postgres: needs PostgreSQL; runs in the passes with TEST_DATABASE_URL"
+    )
+
+
+def pytest_report_header() -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "database: PostgreSQL (TEST_DATABASE_URL)"
+    return (
+        "database: SQLite; tests marked `postgres` are deselected "
+        "(set TEST_DATABASE_URL to run them, as .ci/run does)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without TEST_DATABASE_URL, leave out the tests that need a PostgreSQL server: those
+    marked `postgres`, and those that put a PgBouncer in front of it."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        return
+    needs_postgres = [
+        item
+        for item in items
+        if item.get_closest_marker("postgres") or "pgbouncer" in getattr(item, "fixturenames", ())
+    ]
+    if needs_postgres:
+        config.hook.pytest_deselected(items=needs_postgres)
+        items[:] = [item for item in items if item not in needs_postgres]
 
 
 @pytest.fixture(scope="session")

@@ -89,12 +89,9 @@ def test_lua_data_file_lists_tokens_and_ids_per_user(tmp_path: Path) -> None:
     assert "{3}" in text
 
 
-def test_benchmark_runs_every_workload_against_a_real_server(
-    on_postgres: bool, tmp_path: Path
-) -> None:
+@pytest.mark.postgres
+def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> None:
     """One second per workload: the harness, wrk, the Lua script and the report work together."""
-    if not on_postgres:
-        pytest.skip("the benchmark runs on PostgreSQL; this runs in the PostgreSQL pass")
     server = os.environ["TEST_DATABASE_URL"]
     output = tmp_path / "result.json"
     completed = subprocess.run(

@@ -120,11 +120,10 @@ async def terminate_other_connections(database_url: str) -> int:
     return int(killed or 0)
 
 
+@pytest.mark.postgres
 async def test_connections_dropped_while_idle_are_replaced_without_a_failed_request(
-    client: AsyncClient, on_postgres: bool, database_url: str
+    client: AsyncClient, database_url: str
 ) -> None:
-    if not on_postgres:
-        pytest.skip("server-side connection termination needs PostgreSQL")
     user = new_user()
     # Several pooled connections open at once, then idle.
     warm = await asyncio.gather(*(client.get("/api/tasks", headers=auth(user)) for _ in range(8)))
@@ -290,15 +289,12 @@ def test_sigterm_lets_an_in_flight_request_finish(
         assert held[0].json()["id"] in stored_ids(again.url, user)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("workers", [1, 2])
-def test_service_started_while_the_database_is_down(
-    on_postgres: bool, tmp_path: Path, workers: int
-) -> None:
+def test_service_started_while_the_database_is_down(tmp_path: Path, workers: int) -> None:
     """`serve` comes up anyway: /health answers, readiness and the API say 503 with Retry-After;
     once the database appears, every worker migrates (one at a time, under the advisory lock)
     and serves, with no restart."""
-    if not on_postgres:
-        pytest.skip("the pooler stands in for a PostgreSQL that is down")
     with (
         pgbouncer_on_free_port(start=False) as bouncer,
         fresh_postgres_database() as database_url,
@@ -344,13 +340,12 @@ def fresh_postgres_database() -> Iterator[str]:
         loop.close()
 
 
+@pytest.mark.postgres
 async def test_a_statement_over_the_timeout_is_503_and_the_connection_recovers(
-    app: FastAPI, on_postgres: bool, database_url: str
+    app: FastAPI, database_url: str
 ) -> None:
     """A toggle stuck behind another transaction's row lock is cancelled at the statement
     timeout (by the server, or by the client behind a transaction pooler): 503, not a hang."""
-    if not on_postgres:
-        pytest.skip("row locks held across connections need PostgreSQL")
     # `app` has migrated the database; this one shares it with a one-second statement timeout.
     application = create_app(make_settings(database_url, db_statement_timeout_seconds=1))
     engine = application.state.services.engine

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import sys
 import time
 from typing import Annotated
 
@@ -18,6 +21,7 @@ from todo_api.database import (
     parse_database_url,
     sqlite_file,
 )
+from todo_api.http.app import SCHEMA_READY_ENV
 from todo_api.logs import configure_logging
 from todo_api.migrations import upgrade
 from todo_api.settings import ConfigError, Environment, Settings, load_settings
@@ -53,7 +57,8 @@ def serve(
     and migrate once it answers)."""
     settings = _settings(host=host, port=port, workers=workers)
     configure_logging(settings)
-    _migrate_if_reachable(settings)
+    if _migrate_in_child_process(settings):
+        os.environ[SCHEMA_READY_ENV] = "1"  # inherited by the workers: no need to check again
     base = f"http://{settings.host}:{settings.port}"
     logger.info("Tasks API on %s  (interactive docs: %s/docs)", base, base)
     if settings.environment is Environment.LOCAL:
@@ -100,13 +105,39 @@ def token(
     typer.echo(mint_token(settings.better_auth_secret, user_id, expires_in=expires_in))
 
 
-def _migrate_if_reachable(settings: Settings) -> None:
+_MIGRATED, _UNREACHABLE = 0, 3  # exit codes of the start-up migration's process
+
+
+def _migrate_in_child_process(settings: Settings) -> bool:
+    """`_migrate_if_reachable` in a process of its own, so that Alembic (some 7 MB) is never
+    loaded into a serving process. Whether the schema is now up to date."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_start_up_migration, args=(settings,), name="todo-api-migrate"
+    )
+    child.start()
+    child.join()
+    if child.exitcode not in (_MIGRATED, _UNREACHABLE):
+        raise typer.Exit(child.exitcode or 1)  # the child has said why
+    return child.exitcode == _MIGRATED
+
+
+def _start_up_migration(settings: Settings) -> None:
+    configure_logging(settings)
+    try:
+        migrated = _migrate_if_reachable(settings)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    sys.exit(_MIGRATED if migrated else _UNREACHABLE)
+
+
+def _migrate_if_reachable(settings: Settings) -> bool:
     """One attempt before listening. Settings the database refuses stop start-up with one line;
     an unreachable database does not: each worker serves /health, answers 503 elsewhere, and
     applies the migrations as soon as the database appears."""
     _prepare_sqlite_folder(settings)
     try:
         asyncio.run(_migrate(settings, wait_seconds=0))
+        return True
     except Exception as error:
         _exit_if_misconfigured(error)
         if not is_unavailable(error):
@@ -116,6 +147,7 @@ def _migrate_if_reachable(settings: Settings) -> None:
             "is, then migrations apply",
             _first_line(error),
         )
+        return False
 
 
 def _migrate_or_exit(settings: Settings) -> None:

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Enough connections for every request a busy worker has in flight: a request that waits
     # for a connection can wait behind newcomers that find one free (the pool's queue is not
     # fair), which shows as multi-hundred-millisecond stalls at 64 concurrent clients.
-    db_pool_size: int = Field(default=30, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)

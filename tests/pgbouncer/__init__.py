@@ -84,9 +84,8 @@ def pgbouncer_on_free_port(*, start: bool = True) -> Iterator[PgBouncer]:
 
 
 @pytest.fixture
-def pgbouncer(on_postgres: bool) -> Iterator[PgBouncer]:
-    """A PgBouncer in front of the PostgreSQL of the PostgreSQL test passes."""
-    if not on_postgres:
-        pytest.skip("PgBouncer fronts PostgreSQL: runs in the passes with TEST_DATABASE_URL")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A PgBouncer in front of the PostgreSQL of the PostgreSQL test passes (a test that uses
+    it runs only in those: see pytest_collection_modifyitems in conftest.py)."""
     with pgbouncer_on_free_port() as bouncer:
         yield bouncer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -98,8 +99,12 @@ def create_app(
     return app
 
 
+SCHEMA_READY_ENV = "TODO_API_SCHEMA_READY"
+"""Set by `todo-api serve` once it has migrated, so that its workers do not check again."""
+
+
 def app_from_environment() -> FastAPI:
     """The factory `todo-api serve` hands to uvicorn: one app per worker process."""
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings, migrate_on_startup=True)
+    return create_app(settings, migrate_on_startup=os.environ.get(SCHEMA_READY_ENV) != "1")
