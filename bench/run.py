@@ -739,8 +739,8 @@ def _bench(
         "LOG_LEVEL": args.log_level,
         "LOG_JSON": args.log_json,
         # A connection for each request a worker has in flight: one waiting for the pool is
-        # both slower and more costly than one served (see RESULTS.md, "Pool size").
-        "DB_POOL_SIZE": str(max(args.connections)),
+        # both slower and more costly than one served (RESULTS.md, step 8).
+        "DB_POOL_SIZE": str(-(-max(args.connections) // args.workers)),
         "DB_MAX_OVERFLOW": "0",
         **auth.environment,
         **dict(item.split("=", 1) for item in args.env),
