@@ -401,11 +401,12 @@ async def test_configured_issuer_and_audience_win_over_the_defaults(
 async def test_cached_token_still_expires(
     serve: Serve, issuer: JwksIssuer, keys: dict[str, SigningKey]
 ) -> None:
-    token = issuer.token(keys["EdDSA"], new_user(), exp=int(time.time()) + 1)
+    expires = int(time.time()) + 2  # valid for at least one more second
+    token = issuer.token(keys["EdDSA"], new_user(), exp=expires)
     async with serve(issuer, jwt_leeway_seconds=0) as client:
         assert (await client.get("/api/tasks", headers=bearer(token))).status_code == 200
         assert (await client.get("/api/tasks", headers=bearer(token))).status_code == 200
-        await asyncio.sleep(max(0.0, int(time.time()) + 1 - time.time()) + 0.05)
+        await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
         expect_401(await client.get("/api/tasks", headers=bearer(token)), "expired")
 
 
