@@ -50,3 +50,5 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
     # This service writes its own access line, with the user and the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic announces each of its plugins at INFO on every run: start-up noise, not news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

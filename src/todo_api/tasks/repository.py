@@ -115,11 +115,7 @@ class TaskRepository:
         return items, total
 
     async def get(self, task_id: int) -> Task | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(_GET, {"owner": self._user_id, "task_id": task_id})
-            ).first()
-        return None if row is None else dict(row._mapping)
+        return await self._one(_GET, task_id=task_id, write=False)
 
     async def create(self, data: TaskCreate) -> Task:
         task = await self._one(
@@ -146,11 +142,12 @@ class TaskRepository:
     async def delete(self, task_id: int) -> bool:
         return await self._one(_DELETE, task_id=task_id) is not None
 
-    async def _one(self, statement: Any, **params: Any) -> Task | None:
-        # Committed on leaving the block; on an autocommit engine that adds no round trip.
-        async with self._engine.begin() as connection:
-            result = await connection.execute(statement, {"owner": self._user_id, **params})
-            row = result.first()
+    async def _one(self, statement: Any, *, write: bool = True, **params: Any) -> Task | None:
+        # A write is committed on leaving begin()'s block (on an autocommit engine that adds no
+        # round trip); a read needs no transaction block at all, which saves its bookkeeping.
+        connect = self._engine.begin if write else self._engine.connect
+        async with connect() as connection:
+            row = (await connection.execute(statement, {"owner": self._user_id, **params})).first()
         return None if row is None else dict(row._mapping)
 
 
