@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    # Enough connections for every request a busy worker has in flight: a request that waits
-    # for a connection can wait behind newcomers that find one free (the pool's queue is not
-    # fair), which shows as multi-hundred-millisecond stalls at 64 concurrent clients.
+    # A request waiting for a pooled connection can wait behind newcomers that find one free
+    # (the pool's queue is not fair): size the pool to the requests a worker has in flight,
+    # within the database's budget of replicas x workers x (size + overflow) connections.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
