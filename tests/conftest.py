@@ -114,10 +114,9 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(database_url))
-    engine = application.state.services.engine
-    await upgrade(engine)
+    await upgrade(application.state.services.engine)
     yield application
-    await engine.dispose()
+    await application.state.services.aclose()
 
 
 @asynccontextmanager

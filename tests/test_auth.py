@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 
 import jwt
 import pytest
@@ -133,7 +134,7 @@ async def test_other_hmac_algorithms_are_refused(
     expect_401(response, f'"{algorithm}" is not accepted')
 
 
-@pytest.mark.parametrize("subject", [None, "", "   ", 42, ["a"], "u" * 256])
+@pytest.mark.parametrize("subject", [None, "", "   ", 42, ["a"], "u" * 256, "user\u0000"])
 async def test_missing_or_bad_subject(client: AsyncClient, subject: object) -> None:
     response = await client.get("/api/tasks", headers=auth(subject))  # type: ignore[arg-type]
     expect_401(response, "sub")
@@ -165,11 +166,13 @@ async def test_auth_failure_comes_before_validation(client: AsyncClient) -> None
 
 
 @pytest.fixture
-async def strict_app(database_url: str, app: FastAPI) -> FastAPI:
+async def strict_app(database_url: str, app: FastAPI) -> AsyncIterator[FastAPI]:
     settings = make_settings(
         database_url, jwt_issuer="https://auth.example.com", jwt_audience="https://api.example.com"
     )
-    return create_app(settings, engine=app.state.services.engine)
+    application = create_app(settings, engine=app.state.services.engine)
+    yield application
+    await application.state.services.aclose(dispose_engine=False)
 
 
 async def test_issuer_and_audience_are_checked_when_configured(strict_app: FastAPI) -> None:

@@ -136,4 +136,4 @@ async def test_unexpected_error_is_a_bare_500(
     assert "hunter2" not in response.text
     assert response.headers["x-request-id"] == "boom-1"
     assert any("hunter2" in (record.exc_text or "") for record in caplog.records)
-    await application.state.services.engine.dispose()
+    await application.state.services.aclose()

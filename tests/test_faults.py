@@ -61,7 +61,7 @@ async def test_unreachable_postgres_is_503_quickly() -> None:
         assert_unavailable(await client.get("/health/ready"))
         assert (await client.get("/health")).status_code == 200
         assert time.monotonic() - started < 10
-    await application.state.services.engine.dispose()
+    await application.state.services.aclose()
 
 
 async def test_service_recovers_when_the_database_appears(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ async def test_service_recovers_when_the_database_appears(tmp_path: Path) -> Non
         assert (await client.get("/health/ready")).status_code == 200
         created = await client.post("/api/tasks", json={"title": "x"}, headers=auth(user))
         assert created.status_code == 201
-    await engine.dispose()
+    await application.state.services.aclose()
 
 
 async def test_requests_fail_fast_while_the_database_is_down(client: AsyncClient) -> None:
@@ -96,7 +96,7 @@ async def test_requests_fail_fast_while_the_database_is_down(client: AsyncClient
             timeout=30,
         )
     assert {response.status_code for response in responses} == {503}
-    await application.state.services.engine.dispose()
+    await application.state.services.aclose()
     # The healthy app beside it is untouched.
     assert (await client.get("/health/ready")).status_code == 200
 
@@ -361,7 +361,7 @@ async def test_a_statement_over_the_timeout_is_503_and_the_connection_recovers(
             assert_unavailable(await client.patch(path, headers=auth(user)))
             assert time.monotonic() - started < 5
         assert (await client.patch(path, headers=auth(user))).status_code == 200
-    await engine.dispose()
+    await application.state.services.aclose()
 
 
 async def test_a_database_that_stops_answering_is_503_within_the_statement_timeout(
@@ -394,4 +394,4 @@ async def test_a_database_that_stops_answering_is_503_within_the_statement_timeo
         assert waited < 6
         created = await client.post("/api/tasks", json={"title": "x"}, headers=auth(user))
         assert created.status_code == 201
-    await application.state.services.engine.dispose()
+    await application.state.services.aclose()

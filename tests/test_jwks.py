@@ -67,7 +67,7 @@ def serve(app: FastAPI, database_url: str) -> Serve:
             async with client_for(application) as client:
                 yield client
         finally:
-            await application.state.services.verifier.aclose()
+            await application.state.services.aclose(dispose_engine=False)
 
     return serve
 

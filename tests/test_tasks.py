@@ -106,6 +106,9 @@ async def test_server_owned_fields_in_a_body_never_take_effect(
         ({"title": "ok", "description": 7}, "description"),
         ({"title": "ok", "description": {"a": 1}}, "description"),
         ({"title": "ok", "colour": "red"}, "colour"),
+        # PostgreSQL cannot store U+0000: refused on every database, never a 500.
+        ({"title": "a\u0000b"}, "title"),
+        ({"title": "ok", "description": "\u0000"}, "description"),
     ],
 )
 async def test_create_rejects_invalid_fields(
@@ -204,6 +207,8 @@ async def test_empty_update_changes_nothing(client: AsyncClient, user: str, crea
         {"completed": None},
         {"description": "d" * 2001},
         {"done": True},
+        {"title": "nul\u0000"},
+        {"description": "nul\u0000"},
     ],
 )
 async def test_update_rejects_invalid_fields_and_keeps_the_task(

@@ -103,7 +103,7 @@ async def service_trusting(
         async with client_for(application) as client:
             yield client
     finally:
-        await application.state.services.verifier.aclose()
+        await application.state.services.aclose(dispose_engine=False)
 
 
 class FrontendUser:

@@ -141,6 +141,8 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip() or len(subject) > USER_ID_MAX:
             raise AuthError(_BAD_SUBJECT)
+        if "\x00" in subject:  # PostgreSQL cannot store it: no user could ever own a task
+            raise AuthError("Token subject (sub) must not contain NUL (\\u0000) characters")
         return Principal(user_id=subject)
 
 

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
 from todo_api.auth import TokenVerifier
-from todo_api.database import DatabaseState, create_engine, single_statement_engine
+from todo_api.database import DatabaseState, create_engine, create_runner
 from todo_api.http.dependencies import Services
 from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
@@ -46,7 +46,7 @@ def create_app(
     services = Services(
         settings=settings,
         engine=engine,
-        statements=single_statement_engine(engine, settings),
+        runner=create_runner(settings, engine),
         verifier=TokenVerifier.from_settings(settings),
         database=DatabaseState(migrated=not migrate_on_startup),
     )
@@ -71,8 +71,7 @@ def create_app(
                 migrating.cancel()
                 with suppress(asyncio.CancelledError):
                     await migrating
-            await services.verifier.aclose()
-            await services.engine.dispose()
+            await services.aclose()
 
     app = FastAPI(
         title="Tasks API", version=__version__, description=DESCRIPTION, lifespan=lifespan

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from todo_api.auth import AuthError, Principal, TokenVerifier
-from todo_api.database import DatabaseNotReady, DatabaseState
+from todo_api.database import DatabaseNotReady, DatabaseState, StatementRunner
 from todo_api.logs import current_request
 from todo_api.settings import Settings
 from todo_api.tasks.repository import TaskRepository
@@ -21,10 +21,16 @@ class Services:
     """The long-lived objects one app instance runs on; built once by `create_app`."""
 
     settings: Settings
-    engine: AsyncEngine
-    statements: AsyncEngine  # the same pool, for single statements (TaskRepository)
+    engine: AsyncEngine  # migrations; on SQLite, the requests' statements too
+    runner: StatementRunner  # the requests' statements (TaskRepository) and readiness
     verifier: TokenVerifier
     database: DatabaseState = field(default_factory=DatabaseState)
+
+    async def aclose(self, *, dispose_engine: bool = True) -> None:
+        await self.verifier.aclose()
+        await self.runner.aclose()
+        if dispose_engine:
+            await self.engine.dispose()
 
 
 # The dependencies are coroutines, even those that never await: FastAPI runs a plain function
@@ -63,7 +69,7 @@ CurrentUser = Annotated[Principal, Depends(authenticate)]
 async def task_repository(services: AppServices, user: CurrentUser) -> TaskRepository:
     if not services.database.migrated:
         raise DatabaseNotReady
-    return TaskRepository(services.statements, user.user_id)
+    return TaskRepository(services.runner, user.user_id)
 
 
 UserTasks = Annotated[TaskRepository, Depends(task_repository)]

@@ -10,11 +10,10 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import exc
 from starlette.routing import Match
 
 from todo_api.auth import AuthError, KeysUnavailableError
-from todo_api.database import DatabaseNotReady, is_unavailable
+from todo_api.database import DATABASE_ERRORS, is_unavailable
 
 logger = logging.getLogger("todo_api.errors")
 
@@ -119,5 +118,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(KeysUnavailableError, _keys_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(405, _method_not_allowed)
-    for error_type in (exc.DBAPIError, exc.TimeoutError, OSError, DatabaseNotReady):
+    for error_type in DATABASE_ERRORS:
         app.add_exception_handler(error_type, _database_failed)

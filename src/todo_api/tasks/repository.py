@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -19,9 +20,10 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
+from todo_api.database import StatementRunner
 from todo_api.schema import tasks
 from todo_api.tasks.schemas import TaskCreate, TaskStatus
 
@@ -29,14 +31,13 @@ Task = dict[str, Any]
 
 # The statements are built once, with the caller's id as a bound parameter. Building a statement
 # and computing its cache key costs more than a round trip to the database; a prebuilt one is
-# looked up in SQLAlchemy's compiled cache for free, and asyncpg reuses its prepared statement.
+# looked up in the compiled cache for free, and asyncpg reuses its prepared statement.
 _USER: BindParameter[str] = bindparam("owner", type_=tasks.c.user_id.type)
 _TASK_ID: BindParameter[int] = bindparam("task_id", type_=tasks.c.id.type)
 _NOW: BindParameter[datetime] = bindparam("now", type_=tasks.c.updated_at.type)
 _OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
 _THIS_TASK = (_OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
-_COLUMNS = tuple(column.name for column in tasks.c)
 
 _STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
     TaskStatus.ALL: true(),
@@ -83,12 +84,16 @@ _TOGGLE: ReturningUpdate[Any] = (
     .values(completed=not_(tasks.c.completed), updated_at=_NOW)
     .returning(*tasks.c)
 )
-_SET_COMPLETED: ReturningUpdate[Any] = (
-    update(tasks)
-    .where(*_THIS_TASK)
-    .values(completed=bindparam("new_completed", type_=tasks.c.completed.type), updated_at=_NOW)
-    .returning(*tasks.c)
-)
+
+
+@cache
+def _update_statement(columns: frozenset[str]) -> ReturningUpdate[Any]:
+    """Sets `columns` from the parameters named new_<column>; one statement per set of columns
+    (at most seven), built the first time that set is asked for."""
+    values = {name: bindparam(f"new_{name}", type_=tasks.c[name].type) for name in columns}
+    return update(tasks).where(*_THIS_TASK).values(**values, updated_at=_NOW).returning(*tasks.c)
+
+
 _DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
 
 
@@ -96,23 +101,22 @@ class TaskRepository:
     """One user's tasks. Another user's task is, to every method here, a task that does not exist.
 
     Each method is one statement, committed before it returns, so a caller that answers after
-    it has returned never reports a write that is not stored. `engine` should commit each
-    statement on its own (database.single_statement_engine), which saves two round trips.
+    it has returned never reports a write that is not stored.
     """
 
-    def __init__(self, engine: AsyncEngine, user_id: str) -> None:
-        self._engine = engine
+    def __init__(self, runner: StatementRunner, user_id: str) -> None:
+        self._runner = runner
         self._user_id = user_id
 
     async def list(self, status: TaskStatus, *, limit: int, offset: int) -> tuple[list[Task], int]:
         """A page of tasks, newest first, and how many match in all (one round trip)."""
         params = {"owner": self._user_id, "limit": limit, "offset": offset}
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(_LIST[status], params)).all()
-        total = rows[0][0] if rows else 0
-        # Rows are (total, *task columns); the task columns are None on an empty page.
-        items = [dict(zip(_COLUMNS, row[1:], strict=True)) for row in rows if row[1] is not None]
-        return items, total
+        rows = await self._runner.fetch_all(_LIST[status], params)
+        total = rows[0]["total"] if rows else 0
+        # Each row is a task plus the total; on an empty page, one row with the total alone.
+        for row in rows:
+            del row["total"]
+        return [row for row in rows if row["id"] is not None], total
 
     async def get(self, task_id: int) -> Task | None:
         return await self._one(_GET, task_id=task_id, write=False)
@@ -127,28 +131,24 @@ class TaskRepository:
     async def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
         if not changes:
             return await self.get(task_id)
-        # Which columns change varies from call to call: this one is built per request.
-        statement = (
-            update(tasks).where(*_THIS_TASK).values(**changes, updated_at=_NOW).returning(*tasks.c)
-        )
-        return await self._one(statement, task_id=task_id, now=_now())
+        statement = _update_statement(frozenset(changes))
+        new_values = {f"new_{name}": value for name, value in changes.items()}
+        return await self._one(statement, task_id=task_id, now=_now(), **new_values)
 
     async def set_completed(self, task_id: int, completed: bool | None) -> Task | None:
         """Set `completed`, or flip it when `completed` is None, in one atomic statement."""
         if completed is None:
             return await self._one(_TOGGLE, task_id=task_id, now=_now())
-        return await self._one(_SET_COMPLETED, task_id=task_id, new_completed=completed, now=_now())
+        return await self.update(task_id, {"completed": completed})
 
     async def delete(self, task_id: int) -> bool:
         return await self._one(_DELETE, task_id=task_id) is not None
 
-    async def _one(self, statement: Any, *, write: bool = True, **params: Any) -> Task | None:
-        # A write is committed on leaving begin()'s block (on an autocommit engine that adds no
-        # round trip); a read needs no transaction block at all, which saves its bookkeeping.
-        connect = self._engine.begin if write else self._engine.connect
-        async with connect() as connection:
-            row = (await connection.execute(statement, {"owner": self._user_id, **params})).first()
-        return None if row is None else dict(row._mapping)
+    async def _one(
+        self, statement: Executable, *, write: bool = True, **params: Any
+    ) -> Task | None:
+        params["owner"] = self._user_id
+        return await self._runner.fetch_one(statement, params, write=write)
 
 
 def _now() -> datetime:

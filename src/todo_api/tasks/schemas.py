@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -20,13 +21,25 @@ from pydantic_core import PydanticCustomError
 
 from todo_api.schema import DESCRIPTION_MAX, TITLE_MAX
 
+
+def _reject_nul(value: str) -> str:
+    # PostgreSQL's text types cannot hold U+0000; refused here, it is a 422 on every database.
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "May not contain NUL (\\u0000) characters")
+    return value
+
+
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    AfterValidator(_reject_nul),
     Field(description="1 to 200 characters once surrounding white space is trimmed"),
 ]
 Description = Annotated[
-    str, StringConstraints(max_length=DESCRIPTION_MAX), Field(description="at most 2000 characters")
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX),
+    AfterValidator(_reject_nul),
+    Field(description="at most 2000 characters"),
 ]
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from todo_api import __version__
-from todo_api.database import is_unavailable, ping
+from todo_api.database import is_unavailable
 from todo_api.http.dependencies import AppServices
 from todo_api.http.errors import ErrorDetail, database_unavailable_response
 
@@ -29,7 +29,7 @@ async def ready(services: AppServices) -> Any:
     if not services.database.migrated:
         return database_unavailable_response()
     try:
-        await ping(services.engine, services.settings.db_connect_timeout_seconds + 1)
+        await services.runner.ping(services.settings.db_connect_timeout_seconds + 1)
     except Exception as error:
         if not is_unavailable(error):
             raise
