@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import auth
+from tests.conftest import auth, client_for, make_settings, new_user
+from todo_api.http.app import create_app
 
 TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 
@@ -303,3 +306,19 @@ async def test_a_task_id_that_is_not_a_valid_id_is_422(
 async def test_largest_valid_id_is_a_plain_404(client: AsyncClient, user: str) -> None:
     response = await client.get("/api/tasks/9223372036854775807", headers=auth(user))
     assert response.status_code == 404
+
+
+def test_an_app_built_before_its_event_loop_serves_in_it(app: FastAPI, database_url: str) -> None:
+    """uvicorn builds the app first and runs it in a loop of its own afterwards: nothing the app
+    holds (the database pool above all) may belong to whatever loop was current before."""
+    application = create_app(make_settings(database_url))  # `app` has migrated the database
+    user = new_user()
+
+    async def create_and_read() -> tuple[int, int]:
+        async with client_for(application) as client:
+            created = await client.post("/api/tasks", json={"title": "x"}, headers=auth(user))
+            read = await client.get(f"/api/tasks/{created.json()['id']}", headers=auth(user))
+        await application.state.services.aclose()
+        return created.status_code, read.status_code
+
+    assert asyncio.run(create_and_read()) == (201, 200)

@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    # A request waiting for a pooled connection can wait behind newcomers that find one free
-    # (the pool's queue is not fair): size the pool to the requests a worker has in flight,
-    # within the database's budget of replicas x workers x (size + overflow) connections.
+    # On PostgreSQL a worker opens up to size + overflow connections as requests need them and
+    # closes those idle for the recycle time. Size it to the requests a worker has in flight
+    # (more wait their turn, first come first served), within the database's budget of
+    # replicas x workers x (size + overflow) connections.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -74,7 +75,6 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(default=5.0, gt=0)
     db_startup_wait_seconds: float = Field(default=30.0, ge=0)
     db_pool_recycle_seconds: float = Field(default=300.0, gt=0)
-    db_idle_check_seconds: float = Field(default=1.0, ge=0)
     db_pooler: Pooler = Pooler.AUTO
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)

