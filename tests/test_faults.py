@@ -64,6 +64,18 @@ async def test_unreachable_postgres_is_503_quickly() -> None:
     await application.state.services.aclose()
 
 
+@pytest.mark.postgres
+async def test_a_database_refusing_the_settings_at_request_time_is_503(database_url: str) -> None:
+    """Start-up stops on refused settings; a refusal that comes later (a database dropped or a
+    password rotated under a running service) is the operator's fault, not the client's."""
+    missing = make_url(database_url).set(database="todo_api_no_such_database")
+    application = create_app(make_settings(missing.render_as_string(hide_password=False)))
+    async with client_for(application) as client:
+        response = await client.get("/api/tasks", headers=auth(new_user()))
+    assert_unavailable(response)
+    await application.state.services.aclose()
+
+
 async def test_service_recovers_when_the_database_appears(tmp_path: Path) -> None:
     """Starts with the SQLite file's folder missing; serves once it exists and is migrated."""
     database = tmp_path / "later" / "tasks.db"

@@ -55,7 +55,11 @@ def is_unavailable(error: BaseException) -> bool:
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
     sqlstate = _sqlstate(error)
-    return sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return True
+    # Refused settings (a password rotated under a running service, say) are the operator's to
+    # fix, not the client's: the request gets 503 and the log says what to fix.
+    return misconfiguration(error) is not None
 
 
 def misconfiguration(error: BaseException) -> str | None:
