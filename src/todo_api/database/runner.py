@@ -40,7 +40,9 @@ class StatementRunner(Protocol):
 
     async def fetch_one(
         self, statement: Executable, params: Mapping[str, Any], *, write: bool
-    ) -> Row | None: ...
+    ) -> Row | None:
+        """The first row, or None; `write` says whether the statement changes data, for a
+        runner that commits writes differently from reads."""
 
     async def ping(self, within_seconds: float) -> None:
         """Raise unless the database answers a trivial query in time."""

@@ -33,11 +33,15 @@ class Services:
             await self.engine.dispose()
 
 
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
 # The dependencies are coroutines, even those that never await: FastAPI runs a plain function
 # in its thread pool, and the hop there and back would cost more than the work itself.
 async def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return services_of(request)
 
 
 AppServices = Annotated[Services, Depends(get_services)]
@@ -52,7 +56,7 @@ class _CallersTasks(HTTPBearer):
     """
 
     async def __call__(self, request: Request) -> TaskRepository:  # type: ignore[override]
-        services: Services = request.app.state.services
+        services = services_of(request)
         credentials = await super().__call__(request)
         if credentials is None:
             if "authorization" not in request.headers:
