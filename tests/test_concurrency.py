@@ -45,6 +45,10 @@ async def test_an_odd_number_of_concurrent_toggles_flips_it(
     await asyncio.gather(*(client.patch(path, headers=auth(user)) for _ in range(21)))
     final = await client.get(f"/api/tasks/{task['id']}", headers=auth(user))
     assert final.json()["completed"] is True
+    # The completed total followed every one of the racing toggles.
+    for status, total in (("completed", "1"), ("pending", "0"), ("all", "1")):
+        listed = await client.get("/api/tasks", params={"status": status}, headers=auth(user))
+        assert listed.headers["x-total-count"] == total, status
 
 
 async def test_update_racing_delete_never_resurrects_or_fails(

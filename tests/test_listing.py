@@ -59,6 +59,48 @@ async def test_status_filter(client: AsyncClient, user: str) -> None:
     assert await ids("pending") == (all_ids - done_ids, "3")
 
 
+async def counts(client: AsyncClient, user: str) -> dict[str, tuple[int, int]]:
+    """Per status: X-Total-Count, and how many tasks the full listing really holds."""
+    result = {}
+    for status in ("all", "pending", "completed"):
+        response = await client.get(
+            "/api/tasks", params={"status": status, "limit": 1000}, headers=auth(user)
+        )
+        result[status] = (int(response.headers["x-total-count"]), len(response.json()))
+    return result
+
+
+async def test_totals_stay_exact_through_every_kind_of_write(
+    client: AsyncClient, user: str
+) -> None:
+    """The totals are kept by the database as tasks change; each kind of write must move them
+    exactly as the rows move, and another user's writes not at all."""
+    other = user + "-other"
+    mine = await make_tasks(client, user, 6)
+    await make_tasks(client, other, 2)
+    ids = [task["id"] for task in mine]
+    writes = [
+        ("PATCH", f"/api/tasks/{ids[0]}/complete", None),  # toggle: done
+        ("PATCH", f"/api/tasks/{ids[1]}/complete", None),  # toggle: done
+        ("PATCH", f"/api/tasks/{ids[1]}/complete", None),  # toggle back: pending
+        ("PATCH", f"/api/tasks/{ids[2]}/complete", {"completed": True}),
+        ("PATCH", f"/api/tasks/{ids[2]}/complete", {"completed": True}),  # no change
+        ("PATCH", f"/api/tasks/{ids[3]}/complete", {"completed": False}),  # no change
+        ("PUT", f"/api/tasks/{ids[4]}", {"completed": True, "title": "done by PUT"}),
+        ("PUT", f"/api/tasks/{ids[5]}", {"title": "renamed only"}),
+        ("DELETE", f"/api/tasks/{ids[0]}", None),  # a completed one
+        ("DELETE", f"/api/tasks/{ids[5]}", None),  # a pending one
+        ("DELETE", f"/api/tasks/{ids[5]}", None),  # already gone: 404, nothing moves
+    ]
+    for method, path, body in writes:
+        response = await client.request(method, path, json=body, headers=auth(user))
+        assert response.status_code in (200, 204, 404), (method, path, response.text)
+        totals = await counts(client, user)
+        assert all(total == listed for total, listed in totals.values()), (method, path, totals)
+    assert await counts(client, user) == {"all": (4, 4), "pending": (2, 2), "completed": (2, 2)}
+    assert await counts(client, other) == {"all": (2, 2), "pending": (2, 2), "completed": (0, 0)}
+
+
 @pytest.mark.parametrize(
     "params",
     [

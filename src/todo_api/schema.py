@@ -71,3 +71,13 @@ tasks = Table(
     # Serves the default list order: a user's tasks newest first.
     Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id"),
 )
+
+# How many tasks each user has, and how many of them are completed. Kept exact by triggers on
+# `tasks` (migration 0002), in the transaction of every write; the service only reads it.
+task_counts = Table(
+    "task_counts",
+    metadata,
+    Column("user_id", String(USER_ID_MAX), primary_key=True),
+    Column("total", BigInteger, nullable=False, server_default="0"),
+    Column("completed", BigInteger, nullable=False, server_default="0"),
+)

@@ -24,7 +24,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner
-from todo_api.schema import tasks
+from todo_api.schema import task_counts, tasks
 from todo_api.tasks.schemas import TaskCreate, TaskStatus
 
 Task = dict[str, Any]
@@ -36,6 +36,7 @@ _USER: BindParameter[str] = bindparam("owner", type_=tasks.c.user_id.type)
 _TASK_ID: BindParameter[int] = bindparam("task_id", type_=tasks.c.id.type)
 _NOW: BindParameter[datetime] = bindparam("now", type_=tasks.c.updated_at.type)
 _OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
+_OWN_COUNTS: ColumnElement[bool] = task_counts.c.user_id == _USER
 _THIS_TASK = (_OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
@@ -44,14 +45,24 @@ _STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
     TaskStatus.PENDING: tasks.c.completed == false(),
     TaskStatus.COMPLETED: tasks.c.completed == true(),
 }
+# How many of the caller's tasks match each filter, read from the counts the database keeps
+# (schema.task_counts): one row, whatever the number of tasks, where count(*) would read them all.
+_MATCHING_COUNTS: dict[TaskStatus, ColumnElement[int]] = {
+    TaskStatus.ALL: task_counts.c.total,
+    TaskStatus.PENDING: task_counts.c.total - task_counts.c.completed,
+    TaskStatus.COMPLETED: task_counts.c.completed,
+}
 
 
 def _list_statement(status: TaskStatus) -> Select[Any]:
     """A page of the caller's tasks, newest first, each row carrying the count of all matches."""
-    matching = select(*tasks.c).where(_OWNED, _STATUS_FILTERS[status])
-    counted = matching.with_only_columns(func.count().label("total")).subquery("counted")
+    count = select(_MATCHING_COUNTS[status]).where(_OWN_COUNTS)
+    # A user who never had a task has no row of counts: zero.
+    counted = select(func.coalesce(count.scalar_subquery(), 0).label("total")).subquery("counted")
     page = (
-        matching.order_by(*_NEWEST_FIRST)
+        select(*tasks.c)
+        .where(_OWNED, _STATUS_FILTERS[status])
+        .order_by(*_NEWEST_FIRST)
         .limit(bindparam("limit", type_=tasks.c.id.type))
         .offset(bindparam("offset", type_=tasks.c.id.type))
         .subquery("page")
