@@ -1,4 +1,4 @@
-"""The SQLAlchemy engine: pool settings, the connection check, SQLite's pragmas."""
+"""The SQLAlchemy engine (migrations; on SQLite every statement), its pool, SQLite's pragmas."""
 
 from __future__ import annotations
 
