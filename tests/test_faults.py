@@ -380,8 +380,8 @@ async def test_a_database_that_stops_answering_is_503_within_the_statement_timeo
     app: FastAPI, pgbouncer: PgBouncer, database_url: str
 ) -> None:
     """Connections open but nothing answers (a paused pooler, a network path gone silent):
-    the request is not left hanging; it gets 503 once the pooled connection's check (connect
-    timeout) or the statement (statement timeout) has waited too long."""
+    the request is not left hanging; it gets 503 once its statement has waited for the
+    statement timeout, and the next request after the pooler answers again is served."""
     settings = make_settings(
         pgbouncer.url(str(make_url(database_url).database)),
         db_pooler="transaction",
@@ -403,7 +403,7 @@ async def test_a_database_that_stops_answering_is_503_within_the_statement_timeo
         for response in responses:
             assert_unavailable(response)
         # The timeout, plus asyncpg cancelling the stuck statement (about two seconds here).
-        assert waited < 6
+        assert waited < 6, f"answered after {waited:.1f} s"
         created = await client.post("/api/tasks", json={"title": "x"}, headers=auth(user))
-        assert created.status_code == 201
+        assert created.status_code == 201, created.text
     await application.state.services.aclose()

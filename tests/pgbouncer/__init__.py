@@ -6,16 +6,19 @@ database there is reachable through it by name.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.server import free_port
@@ -55,17 +58,41 @@ class PgBouncer:
         (self.state / "pgbouncer.pid").unlink(missing_ok=True)
 
     def pause(self) -> None:
-        """Queries wait (PgBouncer's PAUSE), as while a suspended Neon compute wakes up."""
-        os.kill(self._pid(), signal.SIGUSR1)
+        """Queries wait (PgBouncer's PAUSE), as while a suspended Neon compute wakes up.
+
+        Returns once PgBouncer holds every new query: through the admin console, which answers
+        PAUSE only then (a signal would be handled some time after this returns, and a query
+        sent meanwhile would still be answered)."""
+        self._admin("PAUSE")
 
     def resume(self) -> None:
-        os.kill(self._pid(), signal.SIGUSR2)
+        self._admin("RESUME")
 
     def stop(self) -> None:
         subprocess.run(["bash", str(SETUP), "stop", str(self.port), str(self.state)], check=False)
 
     def _pid(self) -> int:
         return int((self.state / "pgbouncer.pid").read_text())
+
+    def _admin(self, command: str) -> None:
+        async def run() -> None:
+            console = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                database="pgbouncer",
+                ssl="require",
+                statement_cache_size=0,
+            )
+            try:
+                # execute() without arguments: the console speaks only the simple protocol.
+                await console.execute(command)
+            finally:
+                await console.close()
+
+        # The caller may be inside a running event loop (an async test): a loop of its own.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            thread.submit(asyncio.run, run()).result(timeout=30)
 
 
 @contextmanager
