@@ -5,6 +5,7 @@
     python3 dev.py bench --workers 2          # the same against two worker processes
     python3 dev.py bench --duration 5 --runs 3 --workloads list,get --connections 64
     python3 dev.py bench --auth eddsa         # EdDSA tokens verified against a local JWKS
+    python3 dev.py bench --reference fastapi --workloads get  # a bare app's get (reference.py)
 
 Setup, all by this script: wrk from Debian's packages if it is missing, a throwaway database on
 the PostgreSQL server (`--server`, default postgresql://postgres@127.0.0.1:5432/postgres),
@@ -496,25 +497,23 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+def server_command(args: argparse.Namespace) -> list[str]:
+    """`todo-api serve`, or uvicorn with a reference app (bench/reference.py)."""
+    address = ["--host", "127.0.0.1", "--port", str(args.port)]
+    if args.reference:
+        app = f"reference:create_{args.reference}"
+        uvicorn = [sys.executable, "-m", "uvicorn", app, "--factory", "--app-dir", str(BENCH)]
+        return [*uvicorn, *address, "--no-access-log", "--log-level", "warning"]
+    todo_api = str(Path(sys.executable).parent / "todo-api")
+    return [todo_api, "serve", *address, "--workers", str(args.workers)]
+
+
 @contextmanager
 def running_server(
     args: argparse.Namespace, env: dict[str, str], workdir: Path
 ) -> Iterator[Server]:
-    todo_api = str(Path(sys.executable).parent / "todo-api")
     log = RESULTS / f"server-{args.label}.log"
-    command = [
-        "taskset",
-        "-c",
-        args.server_cpus,
-        todo_api,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-        "--workers",
-        str(args.workers),
-    ]
+    command = ["taskset", "-c", args.server_cpus, *server_command(args)]
     with log.open("w") as log_file:
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT
@@ -699,6 +698,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--env", action="append", default=[], help="extra NAME=VALUE for the server"
     )
     parser.add_argument("--no-big-user", action="store_true", help="skip the 10,000-task check")
+    parser.add_argument(
+        "--reference",
+        choices=("fastapi", "starlette"),
+        help="serve get from a bare reference app (bench/reference.py) instead of the service",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy each workload's first run")
     parser.add_argument("--label", default=None, help="name of this run in bench/results/")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
@@ -708,7 +712,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     args.connections = [int(c) for c in args.connections.split(",") if c]
-    args.label = args.label or f"{args.auth}-w{args.workers}"
+    if args.reference:
+        if args.workloads != ["get"] or args.workers != 1:
+            parser.error("--reference serves only the get workload, from one process")
+        args.no_big_user = True
+    args.label = args.label or (
+        f"reference-{args.reference}" if args.reference else f"{args.auth}-w{args.workers}"
+    )
     return args
 
 
@@ -772,8 +782,9 @@ def _bench(
         data[f"list-{name}"] = workdir / f"list-{name}.lua"
         write_lua_data(data[f"list-{name}"], "list-one", [tokens[user]], [ids_by_user[user]])
 
+    served = f"reference app {args.reference}" if args.reference else "todo-api serve"
     print(
-        f"Server: todo-api serve --workers {args.workers}, pinned to CPU {args.server_cpus} "
+        f"Server: {served} --workers {args.workers}, pinned to CPU {args.server_cpus} "
         f"(taskset); wrk -t{args.wrk_threads} pinned to CPU {args.wrk_cpus}; "
         f"auth {args.auth}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
         f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']}; "
@@ -807,7 +818,7 @@ def _bench(
         "when": output.stem,
         "label": args.label,
         "setup": {
-            "server": f"todo-api serve --workers {args.workers}",
+            "server": " ".join(server_command(args)),
             "server_cpus": args.server_cpus,
             "wrk_cpus": args.wrk_cpus,
             "wrk_threads": args.wrk_threads,

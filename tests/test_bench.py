@@ -89,18 +89,17 @@ def test_lua_data_file_lists_tokens_and_ids_per_user(tmp_path: Path) -> None:
     assert "{3}" in text
 
 
-@pytest.mark.postgres
-def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> None:
-    """One second per workload: the harness, wrk, the Lua script and the report work together."""
-    server = os.environ["TEST_DATABASE_URL"]
+def run_bench(tmp_path: Path, *options: str) -> tuple[dict[str, Any], str]:
+    """bench/run.py for one second per workload against TEST_DATABASE_URL: its JSON and output."""
     output = tmp_path / "result.json"
     completed = subprocess.run(
         [
             sys.executable,
             str(ROOT / "bench" / "run.py"),
-            *("--server", server, "--duration", "1", "--warmup", "0", "--runs", "1"),
-            *("--connections", "4", "--no-big-user", "--label", f"smoke-{free_port()}"),
-            *("--port", str(free_port()), "--output", str(output)),
+            *("--server", os.environ["TEST_DATABASE_URL"]),
+            *("--duration", "1", "--warmup", "0", "--runs", "1", "--connections", "4"),
+            *("--label", f"smoke-{free_port()}", "--port", str(free_port())),
+            *("--output", str(output), *options),
         ],
         capture_output=True,
         text=True,
@@ -108,7 +107,13 @@ def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> 
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    result: dict[str, Any] = json.loads(output.read_text())
+    return json.loads(output.read_text()), completed.stdout
+
+
+@pytest.mark.postgres
+def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> None:
+    """One second per workload: the harness, wrk, the Lua script and the report work together."""
+    result, stdout = run_bench(tmp_path, "--no-big-user")
     rows = {row["workload"]: row for row in result["rows"]}
     assert set(rows) == set(bench.WORKLOADS)
     for row in rows.values():
@@ -116,4 +121,24 @@ def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> 
         assert row["runs"][0]["requests"] > 0
         assert row["server_cpu_ms_per_request"] > 0
     assert all(mb > 0 for mb in result["peak_rss_mb_per_worker"])
-    assert "pinned to CPU" in completed.stdout
+    assert "pinned to CPU" in stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("reference", ["fastapi", "starlette"])
+def test_reference_apps_serve_the_get_workload(tmp_path: Path, reference: str) -> None:
+    result, _ = run_bench(tmp_path, "--reference", reference, "--workloads", "get")
+    (row,) = result["rows"]
+    assert row["valid"], row  # every request answered 200 with a seeded task
+    assert row["runs"][0]["requests"] > 0
+    assert f"reference:create_{reference}" in result["setup"]["server"]
+
+
+def test_reference_apps_serve_only_get_from_one_process() -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--reference", "fastapi"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--reference", "starlette", "--workloads", "get", "--workers", "2"])
+    args = bench.parse_args(["--reference", "fastapi", "--workloads", "get"])
+    assert args.no_big_user
+    assert args.label == "reference-fastapi"
