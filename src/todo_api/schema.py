@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -23,6 +24,16 @@ from sqlalchemy.types import TypeDecorator
 TITLE_MAX = 200
 DESCRIPTION_MAX = 2000
 USER_ID_MAX = 255
+
+# PostgreSQL's text types cannot hold U+0000, and no database here can store an unpaired UTF-16
+# surrogate (U+D800 to U+DFFF): UTF-8 cannot encode one, yet JSON's \uXXXX escapes carry it.
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_character(text: str) -> str | None:
+    """The first character of `text` that a text column cannot hold, or None if it has none."""
+    found = _UNSTORABLE_CHARACTER.search(text)
+    return found.group() if found else None
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,26 +18,33 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from todo_api.schema import DESCRIPTION_MAX, TITLE_MAX
+from todo_api.schema import DESCRIPTION_MAX, TITLE_MAX, unstorable_character
 
 
-def _reject_nul(value: str) -> str:
-    # PostgreSQL's text types cannot hold U+0000; refused here, it is a 422 on every database.
-    if "\x00" in value:
-        raise PydanticCustomError("nul_character", "May not contain NUL (\\u0000) characters")
+def _storable_text(value: Any) -> Any:
+    # Text a database column cannot hold is refused before any other check of a string, so it is
+    # a 422 on every database, with a message that names the character.
+    if isinstance(value, str) and (character := unstorable_character(value)) is not None:
+        if character == "\x00":
+            raise PydanticCustomError("nul_character", "May not contain NUL (\\u0000) characters")
+        raise PydanticCustomError(
+            "surrogate_character",
+            "May not contain an unpaired surrogate ({character}): UTF-8 cannot encode it",
+            {"character": f"\\u{ord(character):04x}"},
+        )
     return value
 
 
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     Field(description="1 to 200 characters once surrounding white space is trimmed"),
 ]
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     Field(description="at most 2000 characters"),
 ]
 
