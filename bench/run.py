@@ -79,6 +79,8 @@ _SERVICE_VARIABLES = (
     "WORKERS",
     "LOG_LEVEL",
     "LOG_JSON",
+    "RATE_LIMIT",
+    "REDIS_URL",
 )
 
 
@@ -752,6 +754,9 @@ def _bench(
         # both slower and more costly than one served (RESULTS.md, step 8).
         "DB_POOL_SIZE": str(-(-max(args.connections) // args.workers)),
         "DB_MAX_OVERFLOW": "0",
+        # wrk sends each user's requests far faster than a person would: measured unlimited
+        # (--env RATE_LIMIT=600/minute, and REDIS_URL, to measure with a limit).
+        "RATE_LIMIT": "0",
         **auth.environment,
         **dict(item.split("=", 1) for item in args.env),
     }
@@ -787,7 +792,8 @@ def _bench(
         f"Server: {served} --workers {args.workers}, pinned to CPU {args.server_cpus} "
         f"(taskset); wrk -t{args.wrk_threads} pinned to CPU {args.wrk_cpus}; "
         f"auth {args.auth}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
-        f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']}; "
+        f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']} "
+        f"RATE_LIMIT={env['RATE_LIMIT']}{' REDIS_URL set' if env.get('REDIS_URL') else ''}; "
         f"{args.runs} x {args.duration:g}s runs per row after {args.warmup:g}s warm-up",
         flush=True,
     )
@@ -825,6 +831,7 @@ def _bench(
             "auth": args.auth,
             "log_level": args.log_level,
             "log_json": args.log_json,
+            "rate_limit": env["RATE_LIMIT"],
             "duration_s": args.duration,
             "runs": args.runs,
             "warmup_s": args.warmup,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -257,10 +258,6 @@ def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(timeout=10)
 
 
-def log_count(server: Server, text: str) -> int:
-    return server.log.read_text().count(text)
-
-
 def test_redis_outage_fails_open_and_budgets_are_shared_again_after(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -269,30 +266,52 @@ def test_redis_outage_fails_open_and_budgets_are_shared_again_after(
     with private_redis(port) as first_redis, two_servers(tmp_path, env) as servers:
         spend_budget_across(servers, new_user())
 
+        # Hung (accepts connections, never answers): requests wait at most the short timeout,
+        # once, and are served uncounted.
+        first_redis.send_signal(signal.SIGSTOP)
+        served_uncounted(servers, max_seconds=3)
+        first_redis.send_signal(signal.SIGCONT)
+        wait_until_counted(servers)
+        assert [log_count(server, UNREACHABLE) for server in servers] == [1, 1]
+        assert [log_count(server, BACK) for server in servers] == [1, 1]
+
+        # Gone (connections refused).
         first_redis.terminate()
         first_redis.wait(timeout=10)
-        user = new_user()
-        started = time.monotonic()
-        for number in range(4 * BUDGET):  # far over the budget: served, uncounted
-            response = httpx.get(f"{servers[number % 2].url}/api/tasks", headers=auth(user))
-            assert response.status_code == 200, response.text
-            assert "ratelimit" not in response.headers
-        assert time.monotonic() - started < 10, "requests waited on the unreachable Redis"
-        for server in servers:
-            assert log_count(server, "Redis is unreachable") == 1, server.log.read_text()
+        served_uncounted(servers, max_seconds=2)
+        assert [log_count(server, UNREACHABLE) for server in servers] == [2, 2]
 
         with private_redis(port):
-            # Each server notices by itself within its probe interval; no request is refused
-            # or held up meanwhile.
-            for server in servers:
-                deadline = time.monotonic() + 10
-                while (
-                    "ratelimit"
-                    not in httpx.get(f"{server.url}/api/tasks", headers=auth(user)).headers
-                ):
-                    assert time.monotonic() < deadline, "the limit did not come back"
-                    time.sleep(0.2)
+            wait_until_counted(servers)
             spend_budget_across(servers, new_user())
-            for server in servers:
-                assert log_count(server, "Redis answers again") == 1
-                assert log_count(server, "Redis is unreachable") == 1
+        assert [log_count(server, BACK) for server in servers] == [2, 2]
+        assert [log_count(server, UNREACHABLE) for server in servers] == [2, 2]
+
+
+UNREACHABLE = "Redis is unreachable"
+BACK = "Redis answers again"
+
+
+def served_uncounted(servers: tuple[Server, Server], *, max_seconds: float) -> None:
+    """Far more requests than the budget, all served without being counted, none slowly."""
+    user = new_user()
+    started = time.monotonic()
+    for number in range(4 * BUDGET):
+        response = httpx.get(f"{servers[number % 2].url}/api/tasks", headers=auth(user))
+        assert response.status_code == 200, response.text
+        assert "ratelimit" not in response.headers
+    assert time.monotonic() - started < max_seconds, "requests waited on the unreachable Redis"
+
+
+def wait_until_counted(servers: tuple[Server, Server]) -> None:
+    """Each server notices by itself, within its probe interval, that Redis is back."""
+    user = new_user()
+    for server in servers:
+        deadline = time.monotonic() + 10
+        while "ratelimit" not in httpx.get(f"{server.url}/api/tasks", headers=auth(user)).headers:
+            assert time.monotonic() < deadline, "the limit did not come back"
+            time.sleep(0.1)
+
+
+def log_count(server: Server, text: str) -> int:
+    return server.log.read_text().count(text)

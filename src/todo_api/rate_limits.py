@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from contextlib import suppress
+from contextvars import Context
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +136,9 @@ class RateLimiter:
             "answers again",
             error.storage_error,
         )
-        self._probe = asyncio.create_task(self._wait_until_available())
+        # In a context of its own: the probe is no part of the request that happened to fail,
+        # whose id would otherwise tag the probe's log line.
+        self._probe = asyncio.create_task(self._wait_until_available(), context=Context())
 
     async def _wait_until_available(self) -> None:
         while True:
