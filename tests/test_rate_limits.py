@@ -20,7 +20,8 @@ from fastapi import FastAPI
 
 from tests.conftest import SECRET, auth, make_settings, new_user, token_for
 from tests.issuer import JwksIssuer, SigningKey, generate_private_key
-from tests.server import Server, free_port, running_server, service_environment
+from tests.server import Server, free_port, run_cli, running_server, service_environment
+from tests.test_cli import one_clear_line
 from todo_api.http.app import create_app
 
 BUDGET = 5
@@ -181,6 +182,24 @@ async def test_limit_zero_turns_limiting_off(client: httpx.AsyncClient, user: st
         response = await client.get("/api/tasks", headers=auth(user))
         assert response.status_code == 200
         assert "ratelimit" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RATE_LIMIT", "lots"),
+        ("RATE_LIMIT", "10/second;600/minute"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+    ],
+)
+def test_unusable_setting_stops_start_up_with_one_line(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = service_environment(BETTER_AUTH_SECRET=SECRET, **{variable: value})
+    result = run_cli("serve", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    line = one_clear_line(result.stderr)
+    assert line.startswith(f"error: Invalid configuration: {variable}: "), line
 
 
 # Real server processes sharing budgets through Redis.
