@@ -2,8 +2,8 @@
 in Redis, where every process and replica shares them.
 
 The strategy is the `limits` library's moving window: at most `amount` requests in any span of
-`window` seconds, exactly, with no burst at a window boundary (a fixed or a sliding-window
-counter lets up to twice the budget through around one). It keeps one timestamp per counted
+`window` seconds, exactly (a fixed window lets up to twice the budget through around a window
+boundary; a sliding-window counter only approximates). It keeps one timestamp per counted
 request, so a budget of 600 costs a busy caller a list of 600 numbers.
 
 Counting must never take the service down with it: while Redis is unreachable every request is
@@ -95,10 +95,6 @@ class RateLimiter:
             **options,
         )
         return cls(item, storage, pool=pool)
-
-    @property
-    def shared(self) -> bool:
-        return self._pool is not None
 
     async def hit(self, kind: str, name: str) -> Budget | None:
         """Count one request of the caller `name` (of `kind`: "user", "address") and say how
