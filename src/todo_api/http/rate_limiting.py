@@ -22,7 +22,8 @@ UNLIMITED_PATHS = frozenset({"/health", "/health/ready"})
 """Probes of load balancers and orchestrators, which must never be refused."""
 
 POLICY = '"default"'
-"""The name of the one policy in the RateLimit fields (draft-ietf-httpapi-ratelimit-headers)."""
+"""The name of the one policy in the RateLimit fields, as revisions 08 to 11 of
+draft-ietf-httpapi-ratelimit-headers write them: `"default";q=600;w=60`, `"default";r=599;t=60`."""
 
 
 class RateLimitMiddleware(_HTTPMiddleware):
