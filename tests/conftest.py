@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -122,17 +123,68 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
     await application.state.services.aclose()
 
 
+class GuidePathsTransport(httpx.AsyncBaseTransport):
+    """Sends each request for `/api/tasks...` to the guide's `/api/{user_id}/tasks...` instead,
+    with the user id of the request's own token (or a made-up one when it has none), so that a
+    test written against one set of paths proves the same behaviour on the other."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path
+        prefix = b"/api/tasks"
+        if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in (b"", b"/", b"?"):
+            user = quote(_unverified_subject(request.headers.get("authorization")), safe="")
+            guide = f"/api/{user}/tasks".encode() + path[len(prefix) :]
+            request.url = request.url.copy_with(raw_path=guide)
+        return await self._inner.handle_async_request(request)
+
+
+def _unverified_subject(authorization: str | None) -> str:
+    try:
+        token = (authorization or "").partition(" ")[2]
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return "no-token-user"
+    subject = claims.get("sub") if isinstance(claims, dict) else None
+    return subject if isinstance(subject, str) and subject else "no-subject-user"
+
+
+PATH_STYLES = ("api-tasks", "guide-paths")
+
+
 @asynccontextmanager
-async def client_for(application: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=application)
+async def client_for(
+    application: FastAPI, path_style: str = "api-tasks"
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=application)
+    if path_style == "guide-paths":
+        transport = GuidePathsTransport(transport)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
 
 
+@pytest.fixture(params=PATH_STYLES)
+def path_style(request: pytest.FixtureRequest) -> str:
+    """Every test that uses `client` runs twice: on `/api/tasks...` and on the guide's
+    `/api/{user_id}/tasks...` paths."""
+    style: str = request.param
+    return style
+
+
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app) as http:
+async def client(app: FastAPI, path_style: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app, path_style) as http:
         yield http
+
+
+@pytest.fixture
+def tasks_path(path_style: str) -> Callable[[str], str]:
+    """The collection path a `client` request for `user_id` is actually sent to."""
+    if path_style == "guide-paths":
+        return lambda user_id: f"/api/{quote(user_id, safe='')}/tasks"
+    return lambda _user_id: "/api/tasks"
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
-from httpx import AsyncClient
+from httpx import URL, AsyncClient
 
 from tests.conftest import auth
 
@@ -140,7 +141,9 @@ async def test_paging_headers_walk_every_task_once(client: AsyncClient, user: st
     assert seen == [task["id"] for task in reversed(created)]
 
 
-async def test_link_header_has_next_and_prev(client: AsyncClient, user: str) -> None:
+async def test_link_header_has_next_and_prev(
+    client: AsyncClient, user: str, tasks_path: Callable[[str], str]
+) -> None:
     await make_tasks(client, user, 5)
     response = await client.get(
         "/api/tasks", params={"limit": 2, "offset": 2, "status": "pending"}, headers=auth(user)
@@ -151,6 +154,8 @@ async def test_link_header_has_next_and_prev(client: AsyncClient, user: str) -> 
     assert "limit=2" in found["next"]
     assert "offset=0" in found["prev"]
     assert "status=pending" in found["next"]
+    # The links lead back to the paths the request was made to (the guide's, or not).
+    assert {URL(url).path for url in found.values()} == {tasks_path(user)}
 
     last = await client.get("/api/tasks", params={"limit": 2, "offset": 4}, headers=auth(user))
     assert len(last.json()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 from httpx import AsyncClient
@@ -33,7 +34,10 @@ async def test_insane_request_id_is_replaced(client: AsyncClient, incoming: str)
 
 
 async def test_one_access_log_line_per_request_with_user_and_id(
-    client: AsyncClient, user: str, caplog: pytest.LogCaptureFixture
+    client: AsyncClient,
+    user: str,
+    tasks_path: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="todo_api.access")
     await client.post(
@@ -43,12 +47,12 @@ async def test_one_access_log_line_per_request_with_user_and_id(
     assert len(lines) == 1
     line = lines[0]
     assert line.method == "POST"  # type: ignore[attr-defined]
-    assert line.path == "/api/tasks"  # type: ignore[attr-defined]
+    assert line.path == tasks_path(user)  # type: ignore[attr-defined]
     assert line.status == 201  # type: ignore[attr-defined]
     assert line.user_id == user  # type: ignore[attr-defined]
     assert line.duration_ms >= 0  # type: ignore[attr-defined]
     message = line.getMessage()
-    assert "POST /api/tasks 201" in message
+    assert f"POST {tasks_path(user)} 201" in message
     assert f"user={user}" in message
 
 

@@ -93,6 +93,12 @@ def test_api_conforms_to_its_schema(server: Server, tmp_path: Path) -> None:
             "40",
             "--seed",
             "20261124",
+            # Each task is reachable at two paths (/api/tasks/{id} and the guide's
+            # /api/{user_id}/tasks/{id}); a DELETE through one makes this check believe the
+            # resource created through the other vanished. Create-then-read on both is
+            # covered by the suite's own tests.
+            "--exclude-checks",
+            "ensure_resource_availability",
             "--no-color",
         ],
         cwd=tmp_path,
@@ -102,4 +108,4 @@ def test_api_conforms_to_its_schema(server: Server, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert "Tested: 8" in result.stdout
+    assert "Tested: 14" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -22,7 +23,9 @@ def parse_time(value: str) -> datetime:
     return parsed
 
 
-async def test_create_returns_the_stored_task_with_location(client: AsyncClient, user: str) -> None:
+async def test_create_returns_the_stored_task_with_location(
+    client: AsyncClient, user: str, tasks_path: Callable[[str], str]
+) -> None:
     before = datetime.now(UTC)
     response = await client.post(
         "/api/tasks",
@@ -37,7 +40,7 @@ async def test_create_returns_the_stored_task_with_location(client: AsyncClient,
     assert task["completed"] is False
     assert task["user_id"] == user
     assert isinstance(task["id"], int)
-    assert response.headers["location"] == f"/api/tasks/{task['id']}"
+    assert response.headers["location"] == f"{tasks_path(user)}/{task['id']}"
     created = parse_time(task["created_at"])
     assert before.replace(microsecond=0) <= created <= datetime.now(UTC)
     assert task["created_at"] == task["updated_at"]

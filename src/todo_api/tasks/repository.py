@@ -119,6 +119,11 @@ class TaskRepository:
         self._runner = runner
         self._user_id = user_id
 
+    @property
+    def user_id(self) -> str:
+        """Whose tasks these are: the verified token's subject."""
+        return self._user_id
+
     async def list(self, status: TaskStatus, *, limit: int, offset: int) -> tuple[list[Task], int]:
         """A page of tasks, newest first, and how many match in all (one round trip)."""
         params = {"owner": self._user_id, "limit": limit, "offset": offset}

@@ -1,10 +1,17 @@
-"""The task endpoints: thin handlers over the caller's own TaskRepository."""
+"""The task endpoints: thin handlers over the caller's own TaskRepository.
+
+Each handler is served at two paths: `/api/tasks...`, and the hackathon guide's
+`/api/{user_id}/tasks...`, where the path's user id must be the token's subject (`403`
+otherwise, before anything is read or written). The user is always the token's.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
 from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
@@ -15,12 +22,69 @@ from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskRead, TaskS
 MAX_TASK_ID = 2**63 - 1
 MAX_OFFSET = 2**31 - 1
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=API_ERROR_RESPONSES)
+TASKS_PATH = "/api/tasks"
+GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
+
+router = APIRouter(responses=API_ERROR_RESPONSES)
 
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "No such task among the caller's tasks"}
 }
+NOT_THE_CALLER = "The user id in the path is not the signed-in user's (the token's subject)"
+
+
+async def _path_names_the_caller(
+    user_id: Annotated[
+        str, Path(description="The signed-in user's id: must equal the token's `sub`")
+    ],
+    tasks: UserTasks,
+) -> None:
+    # The same dependency as the handler's, so FastAPI resolves it once per request: the token
+    # is verified first (401 before 403), and the path is compared before any statement runs.
+    if user_id != tasks.user_id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=NOT_THE_CALLER)
+
+
+FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorDetail, "description": NOT_THE_CALLER}
+}
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def _serve(path: str, method: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """Serve the decorated handler at `/api/tasks<path>` and `/api/{user_id}/tasks<path>`."""
+    responses = options.pop("responses", {})
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            TASKS_PATH + path,
+            endpoint,
+            methods=[method],
+            tags=["tasks"],
+            responses=responses,
+            **options,
+        )
+        router.add_api_route(
+            GUIDE_TASKS_PATH + path,
+            endpoint,
+            methods=[method],
+            tags=["tasks at the guide's paths"],
+            dependencies=[Depends(_path_names_the_caller)],
+            responses=responses | FORBIDDEN,
+            **options,
+        )
+        return endpoint
+
+    return register
+
+
+def task_location(request: Request, task_id: int) -> str:
+    """The path of a task under the same prefix (the guide's or not) the request was made to."""
+    owner = request.path_params.get("user_id")
+    collection = TASKS_PATH if owner is None else f"/api/{quote(owner, safe='')}/tasks"
+    return f"{request.scope.get('root_path', '')}{collection}/{task_id}"
 
 
 def _found(task: Task | None) -> Task:
@@ -30,8 +94,9 @@ def _found(task: Task | None) -> Task:
     return task
 
 
-@router.get(
+@_serve(
     "",
+    "GET",
     response_model=list[TaskRead],
     summary="List the caller's tasks, newest first",
     response_description="A page of tasks; `X-Total-Count` and `Link` describe the rest",
@@ -66,8 +131,9 @@ def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | 
     return ", ".join(links) or None
 
 
-@router.post(
+@_serve(
     "",
+    "POST",
     response_model=TaskRead,
     status_code=status.HTTP_201_CREATED,
     summary="Create a task",
@@ -77,21 +143,20 @@ async def create_task(
     request: Request, response: Response, tasks: UserTasks, body: TaskCreate
 ) -> Any:
     task = await tasks.create(body)
-    # The path of get_task, written out: url_for searches every route and builds a whole URL,
-    # a tenth of a create's CPU time.
-    response.headers["Location"] = (
-        f"{request.scope.get('root_path', '')}{router.prefix}/{task['id']}"
-    )
+    # Written out: url_for searches every route and builds a whole URL, a tenth of a create's
+    # CPU time.
+    response.headers["Location"] = task_location(request, task["id"])
     return task
 
 
-@router.get("/{task_id}", response_model=TaskRead, responses=NOT_FOUND, summary="Get one task")
+@_serve("/{task_id}", "GET", response_model=TaskRead, responses=NOT_FOUND, summary="Get one task")
 async def get_task(task_id: TaskId, tasks: UserTasks) -> Any:
     return _found(await tasks.get(task_id))
 
 
-@router.put(
+@_serve(
     "/{task_id}",
+    "PUT",
     response_model=TaskRead,
     responses=NOT_FOUND,
     summary="Update a task's title, description or completion",
@@ -100,8 +165,9 @@ async def update_task(task_id: TaskId, tasks: UserTasks, body: TaskUpdate) -> An
     return _found(await tasks.update(task_id, body.changes()))
 
 
-@router.patch(
+@_serve(
     "/{task_id}/complete",
+    "PATCH",
     response_model=TaskRead,
     responses=NOT_FOUND,
     summary='Toggle completion, or set it with {"completed": true|false}',
@@ -113,8 +179,9 @@ async def complete_task(
     return _found(await tasks.set_completed(task_id, completed))
 
 
-@router.delete(
+@_serve(
     "/{task_id}",
+    "DELETE",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     responses=NOT_FOUND,
