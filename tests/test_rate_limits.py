@@ -86,6 +86,9 @@ async def test_each_user_has_a_budget_of_their_own(app: FastAPI, database_url: s
         assert_refused(await client.get("/api/tasks", headers=auth(alice, jti="another")))
         # So is her token in the query (as the event stream takes it).
         assert_refused(await client.get(f"/api/tasks?access_token={token_for(alice)}"))
+        # The same budget on every path: the guide's, and paths no route serves.
+        assert_refused(await client.get(f"/api/{alice}/tasks", headers=auth(alice)))
+        assert_refused(await client.get("/api/no-such-path", headers=auth(alice)))
     # The refused request reached no handler: nothing was written.
     async with client_at(app) as unlimited:
         assert (await unlimited.get("/api/tasks", headers=auth(alice))).json() == []
