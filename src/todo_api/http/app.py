@@ -23,12 +23,22 @@ from todo_api.http.middleware import (
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
+from todo_api.http.rate_limiting import RateLimitMiddleware
 from todo_api.http.routes import health, tasks
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
+from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings, load_settings
 
-EXPOSED_HEADERS = ["X-Total-Count", "Link", "Location", REQUEST_ID_HEADER, "Retry-After"]
+EXPOSED_HEADERS = [
+    "X-Total-Count",
+    "Link",
+    "Location",
+    REQUEST_ID_HEADER,
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+]
 
 DESCRIPTION = """
 Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
@@ -49,6 +59,7 @@ def create_app(
         runner=create_runner(settings, engine),
         verifier=TokenVerifier.from_settings(settings),
         database=DatabaseState(migrated=not migrate_on_startup),
+        rate_limiter=RateLimiter.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -83,7 +94,10 @@ def create_app(
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.
+    # CORS answers preflight requests before they reach the rate limit, which counts only the
+    # requests themselves.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(
         CORSMiddleware,

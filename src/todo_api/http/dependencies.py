@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from todo_api.auth import AuthError, TokenVerifier
 from todo_api.database import DatabaseNotReady, DatabaseState, StatementRunner
 from todo_api.logs import current_request
+from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings
 from todo_api.tasks.repository import TaskRepository
 
@@ -25,8 +26,11 @@ class Services:
     runner: StatementRunner  # the requests' statements (TaskRepository) and readiness
     verifier: TokenVerifier
     database: DatabaseState = field(default_factory=DatabaseState)
+    rate_limiter: RateLimiter | None = None  # None: requests are not limited (RATE_LIMIT=0)
 
     async def aclose(self, *, dispose_engine: bool = True) -> None:
+        if self.rate_limiter is not None:
+            await self.rate_limiter.aclose()
         await self.verifier.aclose()
         await self.runner.aclose()
         if dispose_engine:

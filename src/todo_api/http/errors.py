@@ -34,6 +34,10 @@ API_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorDetail, "description": "Missing or invalid bearer token"},
     413: {"model": ErrorDetail, "description": "The body is larger than 1 MiB"},
     415: {"model": ErrorDetail, "description": "The body is not sent as application/json"},
+    429: {
+        "model": ErrorDetail,
+        "description": "Over the caller's rate limit; see Retry-After and RateLimit",
+    },
     503: {
         "model": ErrorDetail,
         "description": "The database, or the token issuer's keys, are unavailable; see Retry-After",
