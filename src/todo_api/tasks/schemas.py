@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+import unicodedata
+from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, ClassVar
+from zoneinfo import available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -19,7 +23,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from todo_api.schema import DESCRIPTION_MAX, TITLE_MAX
+from todo_api.schema import (
+    DESCRIPTION_MAX,
+    RECURRENCE_MAX,
+    TAG_MAX,
+    TAGS_PER_TASK,
+    TIMEZONE_MAX,
+    TITLE_MAX,
+)
+from todo_api.tasks.recurrence import InvalidRule, parse_rule
 
 
 def _reject_nul(value: str) -> str:
@@ -33,13 +45,169 @@ Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(_reject_nul),
-    Field(description="1 to 200 characters once surrounding white space is trimmed"),
+    Field(
+        description="1 to 200 characters once surrounding white space is trimmed",
+        examples=["Weekly review"],
+    ),
 ]
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
     AfterValidator(_reject_nul),
-    Field(description="at most 2000 characters"),
+    Field(description="at most 2000 characters", examples=["Inbox zero, plan next week"]),
+]
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+def _string(value: Any) -> str:
+    # What strict mode does for a plain str field, for fields whose value is parsed from one.
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return value
+
+
+def _priority(value: Any) -> Priority:
+    try:
+        return Priority(_string(value).lower())
+    except ValueError:
+        raise PydanticCustomError(
+            "priority", "Must be 'low', 'medium' or 'high' (any letter case)"
+        ) from None
+
+
+PriorityName = Annotated[
+    Priority,
+    BeforeValidator(_priority),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": [priority.value for priority in Priority],
+            "description": "low, medium or high, in any letter case; returned in lower case",
+            "examples": ["high"],
+        }
+    ),
+]
+
+
+def _tag(value: str) -> str:
+    tag = value.strip().lower()
+    if not 1 <= len(tag) <= TAG_MAX:
+        raise PydanticCustomError(
+            "tag_length", "Each tag must be 1 to {max} characters once trimmed", {"max": TAG_MAX}
+        )
+    if "," in tag or any(unicodedata.category(character) == "Cc" for character in tag):
+        raise PydanticCustomError(
+            "tag_character", "A tag may not contain a comma or a control character"
+        )
+    return tag
+
+
+def _tag_set(tags: list[str]) -> list[str]:
+    merged = sorted(set(tags))
+    if len(merged) > TAGS_PER_TASK:
+        raise PydanticCustomError(
+            "too_many_tags", "At most {max} different tags per task", {"max": TAGS_PER_TASK}
+        )
+    return merged
+
+
+Tag = Annotated[str, AfterValidator(_reject_nul), AfterValidator(_tag)]
+Tags = Annotated[
+    list[Tag],
+    AfterValidator(_tag_set),
+    Field(
+        description="Each trimmed and lower-cased, 1 to 50 characters, no comma or control "
+        "character; duplicates merged; at most 20; returned sorted",
+        examples=[["home", "planning"]],
+    ),
+]
+
+# RFC 3339 date-time: the offset is required, so a moment is never ambiguous.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_moment(value: Any) -> datetime:
+    """An RFC 3339 date-time with an offset, as an aware datetime in UTC."""
+    if not _RFC3339.fullmatch(_string(value)):
+        raise PydanticCustomError(
+            "date_time_with_offset",
+            "Must be an RFC 3339 date-time with an offset, e.g. 2026-01-09T16:00:00Z or "
+            "2026-01-09T18:00:00+02:00",
+        )
+    # Python reads at most microseconds: finer digits are dropped, not rounded.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", value.upper())
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PydanticCustomError(
+            "date_time_range", "Not a valid date-time (or outside the years 1 to 9999 in UTC)"
+        ) from None
+
+
+Moment = Annotated[
+    datetime,
+    BeforeValidator(parse_moment),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "description": "RFC 3339 with an offset; returned in UTC with Z",
+            "examples": ["2026-01-09T16:00:00Z"],
+        }
+    ),
+]
+
+
+def _recurrence(value: str) -> str:
+    try:
+        return str(parse_rule(value))
+    except InvalidRule as error:
+        raise PydanticCustomError(
+            "recurrence", "Invalid recurrence rule: {reason}", {"reason": str(error)}
+        ) from None
+
+
+Recurrence = Annotated[
+    str,
+    StringConstraints(max_length=RECURRENCE_MAX),
+    AfterValidator(_reject_nul),
+    AfterValidator(_recurrence),
+    Field(
+        description="An RFC 5545 RRULE value: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, optional "
+        "INTERVAL (1-1000), BYDAY, BYMONTHDAY, BYMONTH, WKST, and COUNT or UNTIL; a leading "
+        "'RRULE:' is dropped; returned normalised. Needs a due_at.",
+        examples=["FREQ=WEEKLY;BYDAY=FR"],
+    ),
+]
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _time_zone(value: str) -> str:
+    if value not in _time_zones():
+        raise PydanticCustomError(
+            "time_zone", "Must be an IANA time zone name, e.g. Europe/Berlin or UTC"
+        )
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    StringConstraints(max_length=TIMEZONE_MAX),
+    AfterValidator(_reject_nul),
+    AfterValidator(_time_zone),
+    Field(
+        description="IANA time zone in which the recurrence is expanded",
+        examples=["Europe/Berlin"],
+    ),
 ]
 
 
@@ -60,9 +228,26 @@ OptionalTitle = Annotated[
 OptionalCompleted = Annotated[
     StrictBool | None, BeforeValidator(_reject_null), WithJsonSchema({"type": "boolean"})
 ]
+OptionalPriority = Annotated[
+    PriorityName | None,
+    BeforeValidator(_reject_null),
+    WithJsonSchema({"type": "string", "enum": [priority.value for priority in Priority]}),
+]
+OptionalTags = Annotated[
+    Tags | None,
+    BeforeValidator(_reject_null),
+    WithJsonSchema({"type": "array", "items": {"type": "string"}, "maxItems": TAGS_PER_TASK}),
+]
+OptionalTimeZone = Annotated[
+    TimeZone | None,
+    BeforeValidator(_reject_null),
+    WithJsonSchema({"type": "string", "maxLength": TIMEZONE_MAX, "examples": ["Europe/Berlin"]}),
+]
 
 # Fields the server owns: a client that sends back a task it read has them ignored, not refused.
-READ_ONLY_FIELDS = frozenset({"id", "user_id", "created_at", "updated_at"})
+READ_ONLY_FIELDS = frozenset(
+    {"id", "user_id", "created_at", "updated_at", "completed_at", "version"}
+)
 
 
 class TaskStatus(StrEnum):
@@ -91,17 +276,30 @@ class TaskCreate(_TaskInput):
 
     title: Title
     description: Description | None = None
+    priority: PriorityName = Priority.MEDIUM
+    tags: Tags = []
+    due_at: Moment | None = None
+    remind_at: Moment | None = None
+    recurrence: Recurrence | None = None
+    timezone: TimeZone = "UTC"
 
 
 class TaskUpdate(_TaskInput):
-    """Fields left out keep their value; `"description": null` clears the description."""
+    """Fields left out keep their value; `null` clears `description`, `due_at`, `remind_at`
+    and `recurrence`."""
 
     title: OptionalTitle = None
     description: Description | None = None
     completed: OptionalCompleted = None
+    priority: OptionalPriority = None
+    tags: OptionalTags = None
+    due_at: Moment | None = None
+    remind_at: Moment | None = None
+    recurrence: Recurrence | None = None
+    timezone: OptionalTimeZone = None
 
     def changes(self) -> dict[str, Any]:
-        return self.model_dump(include=self.model_fields_set)
+        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class CompletionUpdate(_TaskInput):
@@ -111,10 +309,20 @@ class CompletionUpdate(_TaskInput):
 
 
 class TaskRead(BaseModel):
-    id: int
-    user_id: str
-    title: str
-    description: str | None
-    completed: bool
-    created_at: datetime
-    updated_at: datetime
+    id: int = Field(examples=[1])
+    user_id: str = Field(examples=["user-123"])
+    title: str = Field(examples=["Weekly review"])
+    description: str | None = Field(examples=["Inbox zero, plan next week"])
+    completed: bool = Field(examples=[False])
+    completed_at: datetime | None = Field(
+        description="When `completed` last became true; null while false", examples=[None]
+    )
+    priority: Priority = Field(examples=["high"])
+    tags: list[str] = Field(examples=[["home", "planning"]])
+    due_at: datetime | None = Field(examples=["2026-01-09T16:00:00Z"])
+    remind_at: datetime | None = Field(examples=["2026-01-09T15:30:00Z"])
+    recurrence: str | None = Field(examples=["FREQ=WEEKLY;BYDAY=FR"])
+    timezone: str = Field(examples=["Europe/Berlin"])
+    version: int = Field(description="1 on creation, +1 on every change", examples=[1])
+    created_at: datetime = Field(examples=["2026-01-05T12:00:00Z"])
+    updated_at: datetime = Field(examples=["2026-01-05T12:00:00Z"])
