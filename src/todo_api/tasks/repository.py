@@ -16,7 +16,6 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
-    false,
     func,
     insert,
     not_,
@@ -30,12 +29,12 @@ from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
 from todo_api.schema import task_counts, task_tags, tasks
+from todo_api.tasks.listing import STATUS_FILTERS, list_statement
 from todo_api.tasks.recurrence import next_occurrence, parse_rule
+from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS, Task, task_from_row
 from todo_api.tasks.rules import check_schedule
-from todo_api.tasks.schemas import Priority, TaskCreate, TaskRead, TaskStatus
+from todo_api.tasks.schemas import TaskCreate, TaskQuery, TaskStatus
 from todo_api.tasks.text import search_text, title_key
-
-Task = dict[str, Any]
 
 # The statements are built once, with the caller's id as a bound parameter. Building a statement
 # and computing its cache key costs more than a round trip to the database; a prebuilt one is
@@ -49,16 +48,6 @@ _OWN_COUNTS: ColumnElement[bool] = task_counts.c.user_id == _USER
 _THIS_TASK = (OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
-# What a response shows of a task; the other columns serve queries and series.
-PUBLIC_COLUMNS = tuple(tasks.c[name] for name in TaskRead.model_fields)
-PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
-_PRIORITY_NAME = {rank: priority.value for priority, rank in PRIORITY_RANK.items()}
-
-STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
-    TaskStatus.ALL: true(),
-    TaskStatus.PENDING: tasks.c.completed == false(),
-    TaskStatus.COMPLETED: tasks.c.completed == true(),
-}
 # How many of the caller's tasks match each filter, read from the counts the database keeps
 # (schema.task_counts): one row, whatever the number of tasks, where count(*) would read them all.
 _MATCHING_COUNTS: dict[TaskStatus, ColumnElement[int]] = {
@@ -188,7 +177,14 @@ _DELETE_TAGS: ReturningDelete[Any] = (
     .where(OWNED_TAGS, task_tags.c.task_id == _TASK_ID)
     .returning(task_tags.c.task_id)
 )
+_TAGS: Select[Any] = (
+    select(task_tags.c.tag.label("name"), func.count().label("count"))
+    .where(OWNED_TAGS)
+    .group_by(task_tags.c.tag)
+    .order_by(task_tags.c.tag)
+)
 _DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+TagCounts = list[dict[str, Any]]  # [{"name": ..., "count": ...}]
 # Writes of one task that lost a race to another write are worked out again this many times.
 _WRITE_ATTEMPTS = 20
 
@@ -217,17 +213,22 @@ class TaskRepository:
         """Whose tasks these are: the verified token's subject."""
         return self._user_id
 
-    async def list(self, status: TaskStatus, *, limit: int, offset: int) -> tuple[list[Task], int]:
-        """A page of tasks, newest first, and how many match in all (one round trip)."""
-        params = {"owner": self._user_id, "limit": limit, "offset": offset}
-        rows = await self._runner.fetch_all(_LIST[status], params)
+    async def list(self, query: TaskQuery) -> tuple[list[Task], int]:
+        """A page of the tasks `query` asks for, and how many match in all (one round trip)."""
+        if query.only_status():
+            # The most common list, on its prebuilt statement and the kept counts.
+            statement: Executable = _LIST[query.status]
+            params = {"limit": query.limit, "offset": query.offset}
+        else:
+            statement, params = list_statement(query, OWNED, OWNED_TAGS)
+        rows = await self._runner.fetch_all(statement, {**params, "owner": self._user_id})
         total = rows[0]["total"] if rows else 0
         # Each row is a task plus the total; on an empty page, one row with the total alone.
-        return [_public(row) for row in rows if row["id"] is not None], total
+        return [task_from_row(row) for row in rows if row["id"] is not None], total
 
     async def get(self, task_id: int) -> Task | None:
         task = await self._one(_GET, task_id=task_id, write=False)
-        return None if task is None else _public(task)
+        return None if task is None else task_from_row(task)
 
     async def create(self, data: TaskCreate) -> Task:
         check_schedule(data.due_at, data.recurrence, data.timezone, blame="recurrence")
@@ -244,7 +245,7 @@ class TaskRepository:
                 assert task is not None
                 await self._insert_tags(transaction, task["id"], data.tags)
         assert task is not None
-        return _public(task)
+        return task_from_row(task)
 
     async def update(self, task_id: int, changes: dict[str, Any]) -> Written | None:
         """Apply `changes` (field -> new value). Worked out from the task as stored and written
@@ -269,7 +270,7 @@ class TaskRepository:
                     await self._in(transaction, _DELETE_TAGS, task_id, {})
                     await self._insert_tags(transaction, task_id, changes["tags"])
                 next_id = await self._follow_completion(transaction, task)
-            return Written(_public(task), next_id)
+            return Written(task_from_row(task), next_id)
         raise RuntimeError(f"task {task_id} kept changing during {_WRITE_ATTEMPTS} attempts")
 
     async def set_completed(self, task_id: int, completed: bool | None) -> Written | None:
@@ -283,14 +284,18 @@ class TaskRepository:
             write=True,
         )
         if task is not None:
-            return Written(_public(task))
+            return Written(task_from_row(task))
         # Missing, or recurring: the second needs the transaction.
         async with self._runner.transaction() as transaction:
             task = await self._in(transaction, _COMPLETE_ANY[kind], task_id, params)
             if task is None:
                 return None
             next_id = await self._follow_completion(transaction, task)
-        return Written(_public(task), next_id)
+        return Written(task_from_row(task), next_id)
+
+    async def tags(self) -> TagCounts:
+        """The caller's tags by name, each with how many of the caller's tasks carry it."""
+        return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
 
     async def delete(self, task_id: int) -> bool:
         return await self._one(_DELETE, task_id=task_id) is not None
@@ -377,14 +382,6 @@ def _changed_columns(current: Task, changes: dict[str, Any]) -> dict[str, Any]:
     if recurrence_changed:
         values["occurrence"] = 1  # a new rule starts a new series at this task
     return values
-
-
-def _public(row: Task) -> Task:
-    """A row as the API shows a task: priority by name, tags as a list, internals left out."""
-    task = {column.name: row[column.name] for column in PUBLIC_COLUMNS}
-    task["priority"] = _PRIORITY_NAME[task["priority"]]
-    task["tags"] = task["tags"].split(",") if task["tags"] else []
-    return task
 
 
 def _now() -> datetime:

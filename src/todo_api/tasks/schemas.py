@@ -326,3 +326,131 @@ class TaskRead(BaseModel):
     version: int = Field(description="1 on creation, +1 on every change", examples=[1])
     created_at: datetime = Field(examples=["2026-01-05T12:00:00Z"])
     updated_at: datetime = Field(examples=["2026-01-05T12:00:00Z"])
+
+
+class TagCount(BaseModel):
+    name: str = Field(examples=["work"])
+    count: int = Field(description="How many of the caller's tasks carry it", examples=[3])
+
+
+# The list's sort orders: the contract's names, each optionally prefixed "-" for descending,
+# and the guide's two aliases.
+SORT_KEYS = ("created_at", "updated_at", "due_at", "priority", "title")
+_SORT_ALIASES = {"created": "-created_at", "due_date": "due_at"}
+Q_MAX = 200
+MAX_OFFSET = 2**31 - 1
+
+
+def _sort(value: Any) -> str:
+    order = _SORT_ALIASES.get(_string(value), value)
+    if order.removeprefix("-") not in SORT_KEYS:
+        raise PydanticCustomError(
+            "sort",
+            "Must be one of {keys}, each optionally prefixed with '-' for descending, or "
+            "'created' or 'due_date'",
+            {"keys": ", ".join(SORT_KEYS)},
+        )
+    return str(order)
+
+
+def _comma_separated(values: Any) -> list[str]:
+    """Repeated parameters and comma-separated lists alike: `a,b` and `x=a&x=b`."""
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list):
+        raise PydanticCustomError("list_type", "Input should be a list")
+    items = (item.strip() for value in values for item in _string(value).split(","))
+    return [item for item in items if item]
+
+
+def _tag_filter(tags: list[str]) -> list[str]:
+    merged = sorted({tag.lower() for tag in tags})
+    if len(merged) > TAGS_PER_TASK:
+        raise PydanticCustomError(
+            "too_many_tags",
+            "At most {max} different tags (no task has more)",
+            {"max": TAGS_PER_TASK},
+        )
+    return merged
+
+
+def _query_bool(value: Any) -> bool:
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise PydanticCustomError("bool_parsing", "Must be 'true' or 'false'")
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_bool), WithJsonSchema({"type": "boolean"})]
+
+
+class TaskQuery(BaseModel):
+    """Which of the caller's tasks a list holds, in which order, which page. Unknown
+    parameters are ignored; every known one is validated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: TaskStatus = Field(TaskStatus.ALL, description="Completion")
+    q: Annotated[
+        str | None,
+        StringConstraints(max_length=Q_MAX),
+        AfterValidator(lambda value: value if value is None else _reject_nul(value)),
+        Field(
+            description="Every white-space-separated word occurs in the title or the "
+            "description, case-insensitively (all of Unicode)",
+            examples=["weekly review"],
+        ),
+    ] = None
+    priority: Annotated[
+        list[Priority],
+        BeforeValidator(lambda values: [_priority(item) for item in _comma_separated(values)]),
+        AfterValidator(lambda values: sorted(set(values))),
+        Field(
+            description="Any of these priorities: comma-separated or repeated",
+            examples=[["high", "medium"]],
+        ),
+    ] = []
+    tag: Annotated[
+        list[str],
+        BeforeValidator(_comma_separated),
+        AfterValidator(_tag_filter),
+        Field(
+            description="Carries all of these tags: comma-separated or repeated",
+            examples=[["work"]],
+        ),
+    ] = []
+    due_after: Annotated[
+        Moment | None, Field(description="due_at at or after this RFC 3339 date-time")
+    ] = None
+    due_before: Annotated[
+        Moment | None, Field(description="due_at before this RFC 3339 date-time")
+    ] = None
+    overdue: Annotated[
+        QueryBool | None,
+        Field(description="true: open tasks whose due_at has passed; false: all others"),
+    ] = None
+    has_due: Annotated[QueryBool | None, Field(description="Has a due_at or not")] = None
+    sort: Annotated[
+        str,
+        BeforeValidator(_sort),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "enum": [*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS), *_SORT_ALIASES],
+                "default": "-created_at",
+            }
+        ),
+        Field(description="Order; ties by id, newest first"),
+    ] = "-created_at"
+    limit: int = Field(100, ge=1, le=1000, description="Page size")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Tasks to skip")
+
+    def only_status(self) -> bool:
+        """Whether nothing but `status` (and the page) narrows or orders the list."""
+        return self.model_fields_set <= {"status", "limit", "offset"} or (
+            self.sort == "-created_at"
+            and not (self.q or self.priority or self.tag)
+            and self.due_after is None
+            and self.due_before is None
+            and self.overdue is None
+            and self.has_due is None
+        )

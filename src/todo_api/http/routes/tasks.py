@@ -18,12 +18,12 @@ from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
-from todo_api.tasks.repository import Task, Written
+from todo_api.tasks.repository import Written
+from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
-from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskRead, TaskStatus, TaskUpdate
+from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
 
 MAX_TASK_ID = 2**63 - 1
-MAX_OFFSET = 2**31 - 1
 
 TASKS_PATH = "/api/tasks"
 GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
@@ -125,23 +125,17 @@ def _written(request: Request, response: Response, written: Written | None) -> T
     "",
     "GET",
     response_model=list[TaskRead],
-    summary="List the caller's tasks, newest first",
+    summary="List the caller's tasks: filtered, searched, sorted, paged",
     response_description="A page of tasks; `X-Total-Count` and `Link` describe the rest",
 )
 async def list_tasks(
-    request: Request,
-    response: Response,
-    tasks: UserTasks,
-    status_filter: Annotated[
-        TaskStatus, Query(alias="status", description="Which tasks to include")
-    ] = TaskStatus.ALL,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip")] = 0,
+    request: Request, response: Response, tasks: UserTasks, query: Annotated[TaskQuery, Query()]
 ) -> Any:
-    items, total = await tasks.list(status_filter, limit=limit, offset=offset)
+    items, total = await tasks.list(query)
     response.headers["X-Total-Count"] = str(total)
-    if link := pagination_links(request.url, total=total, limit=limit, offset=offset):
-        response.headers["Link"] = link
+    links = pagination_links(request.url, total=total, limit=query.limit, offset=query.offset)
+    if links:
+        response.headers["Link"] = links
     return items
 
 
