@@ -111,4 +111,4 @@ def test_api_conforms_to_its_schema(server: Server, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
-    assert "Tested: 14" in result.stdout
+    assert "Tested: 15" in result.stdout

@@ -25,8 +25,9 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.sql.selectable import Subquery
 
-from todo_api.schema import task_tags, tasks
+from todo_api.schema import task_counts, task_tags, tasks
 from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS
 from todo_api.tasks.schemas import TaskQuery, TaskStatus
 from todo_api.tasks.text import search_words
@@ -36,6 +37,30 @@ STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
     TaskStatus.PENDING: tasks.c.completed == false(),
     TaskStatus.COMPLETED: tasks.c.completed == true(),
 }
+# How many of the caller's tasks match each status, read from the counts the database keeps
+# (schema.task_counts): one row, whatever the number of tasks, where count(*) would read them all.
+_KEPT_COUNTS: dict[TaskStatus, ColumnElement[int]] = {
+    TaskStatus.ALL: task_counts.c.total,
+    TaskStatus.PENDING: task_counts.c.total - task_counts.c.completed,
+    TaskStatus.COMPLETED: task_counts.c.completed,
+}
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself: a statement cache key
+class Ownership:
+    """The caller's ownership filter on each table a list reads (tasks/repository.py)."""
+
+    tasks: ColumnElement[bool]
+    tags: ColumnElement[bool]
+    counts: ColumnElement[bool]
+
+
+def kept_count(status: TaskStatus, owned: Ownership) -> Subquery:
+    """One row, `total`: how many of the caller's tasks have this status."""
+    count = select(_KEPT_COUNTS[status]).where(owned.counts)
+    # A user who never had a task has no row of counts: zero.
+    return select(func.coalesce(count.scalar_subquery(), 0).label("total")).subquery("counted")
+
 
 # Each sort key's column; ties are broken by id, newest first, so that paging is stable.
 # Priorities are stored 1-3 (low-high) and titles case-folded, so the plain column order is the
@@ -64,9 +89,7 @@ class _Shape:
     sort: str
 
 
-def list_statement(
-    query: TaskQuery, owned: ColumnElement[bool], owned_tags: ColumnElement[bool]
-) -> tuple[Select[Any], dict[str, Any]]:
+def list_statement(query: TaskQuery, owned: Ownership) -> tuple[Select[Any], dict[str, Any]]:
     """The statement for `query` (rows: the total of matches, then a page of tasks; one row
     with the total alone for an empty page) and its parameters, but for the owner's."""
     words = search_words(query.q or "")
@@ -92,15 +115,17 @@ def list_statement(
     params |= {f"priority_{n}": rank for n, rank in enumerate(ranks)}
     params |= {f"tag_{n}": tag for n, tag in enumerate(query.tag)}
     params |= {f"word_{n}": f"%{_escape_like(word)}%" for n, word in enumerate(words)}
-    return _statement(shape, owned, owned_tags), params
+    return _statement(shape, owned), params
 
 
 @lru_cache(maxsize=256)
-def _statement(
-    shape: _Shape, owned: ColumnElement[bool], owned_tags: ColumnElement[bool]
-) -> Select[Any]:
-    matching = and_(owned, *_filters(shape, owned_tags))
-    counted = select(func.count().label("total")).where(matching).subquery("counted")
+def _statement(shape: _Shape, owned: Ownership) -> Select[Any]:
+    filters = _filters(shape, owned.tags)
+    matching = and_(owned.tasks, STATUS_FILTERS[shape.status], *filters)
+    if filters:
+        counted = select(func.count().label("total")).where(matching).subquery("counted")
+    else:  # only the order differs from the plain list: the kept counts serve
+        counted = kept_count(shape.status, owned)
     page = (
         # The folded title comes along for the outer query's order.
         select(*PUBLIC_COLUMNS, tasks.c.title_key)
@@ -133,7 +158,8 @@ def _order(column: Any, descending: bool, task_id: Any) -> list[UnaryExpression[
 
 
 def _filters(shape: _Shape, owned_tags: ColumnElement[bool]) -> list[ColumnElement[bool]]:
-    filters = [STATUS_FILTERS[shape.status]]
+    """The filters beyond ownership and status."""
+    filters: list[ColumnElement[bool]] = []
     if shape.priorities:
         ranks = [
             bindparam(f"priority_{n}", type_=tasks.c.priority.type) for n in range(shape.priorities)

@@ -29,7 +29,7 @@ from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
 from todo_api.schema import task_counts, task_tags, tasks
-from todo_api.tasks.listing import STATUS_FILTERS, list_statement
+from todo_api.tasks.listing import STATUS_FILTERS, Ownership, kept_count, list_statement
 from todo_api.tasks.recurrence import next_occurrence, parse_rule
 from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS, Task, task_from_row
 from todo_api.tasks.rules import check_schedule
@@ -48,20 +48,12 @@ _OWN_COUNTS: ColumnElement[bool] = task_counts.c.user_id == _USER
 _THIS_TASK = (OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
-# How many of the caller's tasks match each filter, read from the counts the database keeps
-# (schema.task_counts): one row, whatever the number of tasks, where count(*) would read them all.
-_MATCHING_COUNTS: dict[TaskStatus, ColumnElement[int]] = {
-    TaskStatus.ALL: task_counts.c.total,
-    TaskStatus.PENDING: task_counts.c.total - task_counts.c.completed,
-    TaskStatus.COMPLETED: task_counts.c.completed,
-}
+OWNERSHIP = Ownership(tasks=OWNED, tags=OWNED_TAGS, counts=_OWN_COUNTS)
 
 
 def _list_statement(status: TaskStatus) -> Select[Any]:
     """A page of the caller's tasks, newest first, each row carrying the count of all matches."""
-    count = select(_MATCHING_COUNTS[status]).where(_OWN_COUNTS)
-    # A user who never had a task has no row of counts: zero.
-    counted = select(func.coalesce(count.scalar_subquery(), 0).label("total")).subquery("counted")
+    counted = kept_count(status, OWNERSHIP)
     page = (
         select(*PUBLIC_COLUMNS)
         .where(OWNED, STATUS_FILTERS[status])
@@ -220,7 +212,7 @@ class TaskRepository:
             statement: Executable = _LIST[query.status]
             params = {"limit": query.limit, "offset": query.offset}
         else:
-            statement, params = list_statement(query, OWNED, OWNED_TAGS)
+            statement, params = list_statement(query, OWNERSHIP)
         rows = await self._runner.fetch_all(statement, {**params, "owner": self._user_id})
         total = rows[0]["total"] if rows else 0
         # Each row is a task plus the total; on an empty page, one row with the total alone.
