@@ -25,12 +25,12 @@ from starlette.routing import Route
 
 from todo_api.database import PostgresConnection
 from todo_api.settings import load_settings
+from todo_api.tasks.rows import PUBLIC_COLUMNS, task_from_row
 from todo_api.tasks.schemas import TaskRead
 
-GET_TASK = (
-    "SELECT id, user_id, title, description, completed, created_at, updated_at "
-    "FROM tasks WHERE id = $1"
-)
+# The column names are the schema's own, not input.
+COLUMNS = ", ".join(column.name for column in PUBLIC_COLUMNS)
+GET_TASK = f"SELECT {COLUMNS} FROM tasks WHERE id = $1"  # noqa: S608
 
 
 class _Database:
@@ -55,7 +55,7 @@ class _Database:
     async def task(self, task_id: int) -> dict[str, Any] | None:
         async with self.pool.acquire() as connection, self._statement(connection):
             record = await connection.fetchrow(GET_TASK, task_id)
-        return None if record is None else dict(record)
+        return None if record is None else task_from_row(dict(record))
 
     def _statement(self, connection: Any) -> AbstractAsyncContextManager[Any]:
         # As the service does behind a transaction-mode pooler: prepare and execute in one

@@ -1,7 +1,8 @@
 -- wrk script for the Tasks API benchmark.
 --
 -- BENCH_DATA names a Lua file (written by bench/run.py) returning
---   { workload = "list"|"get"|"create"|"toggle"|"mixed"|"list-one",
+--   { workload = "list"|"get"|"create"|"toggle"|"mixed"|"search"|"filter"|"sort"|"list-one",
+--     query = "<query string of search, filter, sort>",
 --     tokens = { "<jwt>", ... }, ids = { { <task id>, ... }, ... } }
 -- where ids[i] are task ids owned by the user of tokens[i].
 -- Consecutive requests of a connection go to different users: each thread walks the user list
@@ -75,6 +76,13 @@ builders.mixed = function(user)
    end
    return builders.toggle(user)
 end
+
+-- The list with search, filters or sorting (the query string comes with the data).
+builders.search = function(user)
+   return wrk.format("GET", "/api/tasks?" .. data.query, headers_for(user, false))
+end
+builders.filter = builders.search
+builders.sort = builders.search
 
 -- One user's first page over and over: the list latency of a given user size.
 builders["list-one"] = function(_user)

@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Boolean, Connection, String, column, insert, table
 
 from tests.conftest import auth, client_for, make_settings, new_user, postgres_database
 from todo_api.database import create_engine
 from todo_api.http.app import create_app
 from todo_api.migrations import alembic_config, upgrade
-from todo_api.schema import tasks
+from todo_api.schema import UTCDateTime
 
 
 @asynccontextmanager
@@ -26,6 +26,18 @@ async def empty_database(tmp_path: Path) -> AsyncIterator[str]:
             yield url
     else:
         yield f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+
+
+# The tasks table as revision 0002 left it (todo_api.schema describes the newest revision).
+table_0002 = table(
+    "tasks",
+    column("user_id", String),
+    column("title", String),
+    column("description", String),
+    column("completed", Boolean),
+    column("created_at", UTCDateTime()),
+    column("updated_at", UTCDateTime()),
+)
 
 
 def upgrade_to(revision: str) -> Callable[[Connection], None]:
@@ -47,7 +59,7 @@ async def test_task_counts_start_from_the_tasks_already_stored(tmp_path: Path) -
         async with engine.begin() as connection:
             await connection.run_sync(upgrade_to("0001"))
             await connection.execute(
-                insert(tasks),
+                insert(table_0002),
                 [
                     {"user_id": busy, "title": f"t{n}", "completed": n % 3 == 0}
                     | {"created_at": now, "updated_at": now}
@@ -87,7 +99,7 @@ async def test_migrations_build_the_schema_the_code_declares(tmp_path: Path) -> 
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from todo_api.schema import metadata
+    from todo_api.schema import is_declared, metadata
 
     async with empty_database(tmp_path) as url:
         engine = create_engine(make_settings(url))
@@ -95,8 +107,70 @@ async def test_migrations_build_the_schema_the_code_declares(tmp_path: Path) -> 
             async with engine.begin() as connection:
                 await connection.run_sync(upgrade_to("head"))
                 differences = await connection.run_sync(
-                    lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+                    lambda sync: compare_metadata(
+                        MigrationContext.configure(sync, opts={"include_object": is_declared}),
+                        metadata,
+                    )
                 )
         finally:
             await engine.dispose()
     assert differences == []
+
+
+async def test_organizing_fields_arrive_on_the_tasks_already_stored(tmp_path: Path) -> None:
+    """Revision 0003 adds priorities, tags, dates, recurrence and versions: every task stored
+    before it is still there, unchanged, with the defaults, and takes the new fields."""
+    owner = new_user()
+    earlier = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    rows = [
+        {"user_id": owner, "title": title, "description": description, "completed": done}
+        | {"created_at": earlier, "updated_at": earlier}
+        for title, description, done in [
+            ("Über den Fluss", "Straße", False),
+            ("Plain", None, True),
+            *((f"bulk {n}", f"row {n}", n % 2 == 0) for n in range(1500)),
+        ]
+    ]
+    async with empty_database(tmp_path) as url:
+        engine = create_engine(make_settings(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0002"))
+            await connection.execute(insert(table_0002), rows)
+        await upgrade(engine)
+
+        application = create_app(make_settings(url), engine=engine)
+        async with client_for(application) as client:
+            response = await client.get(
+                "/api/tasks", params={"limit": 1000, "offset": 0}, headers=auth(owner)
+            )
+            listed = response.json()
+            rest = await client.get(
+                "/api/tasks", params={"limit": 1000, "offset": 1000}, headers=auth(owner)
+            )
+            listed += rest.json()
+            assert response.headers["x-total-count"] == str(len(rows))
+            assert sorted(task["title"] for task in listed) == sorted(row["title"] for row in rows)
+            by_title = {task["title"]: task for task in listed}
+            for row in rows:
+                task = by_title[row["title"]]
+                assert (task["description"], task["completed"]) == (
+                    row["description"],
+                    row["completed"],
+                )
+                assert task["priority"] == "medium"
+                assert task["tags"] == []
+                assert (task["due_at"], task["remind_at"], task["recurrence"]) == (None,) * 3
+                assert (task["timezone"], task["version"]) == ("UTC", 1)
+                assert task["created_at"] == task["updated_at"] == "2026-01-05T12:00:00Z"
+                # Completed before completion times were kept: the last change stands in.
+                assert task["completed_at"] == (task["updated_at"] if row["completed"] else None)
+
+            old = by_title["Über den Fluss"]
+            changed = await client.put(
+                f"/api/tasks/{old['id']}",
+                json={"tags": ["Trip"], "priority": "high"},
+                headers=auth(owner),
+            )
+            assert changed.status_code == 200
+            assert (changed.json()["tags"], changed.json()["version"]) == (["trip"], 2)
+        await application.state.services.aclose()

@@ -13,7 +13,10 @@ from httpx import AsyncClient
 from tests.conftest import auth, client_for, make_settings, new_user
 from todo_api.http.app import create_app
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+TASK_FIELDS = {
+    *("id", "user_id", "title", "description", "completed", "completed_at", "priority", "tags"),
+    *("due_at", "remind_at", "recurrence", "timezone", "version", "created_at", "updated_at"),
+}
 
 
 def parse_time(value: str) -> datetime:

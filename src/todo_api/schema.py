@@ -11,11 +11,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
+    Text,
     false,
     func,
 )
@@ -24,6 +27,12 @@ from sqlalchemy.types import TypeDecorator
 TITLE_MAX = 200
 DESCRIPTION_MAX = 2000
 USER_ID_MAX = 255
+TAG_MAX = 50
+TAGS_PER_TASK = 20
+RECURRENCE_MAX = 500
+TIMEZONE_MAX = 64
+# The tags of a task, comma-joined (a tag holds no comma): at most 20 of 50 characters.
+TAG_LIST_MAX = TAGS_PER_TASK * (TAG_MAX + 1)
 
 # PostgreSQL's text types cannot hold U+0000, and no database here can store an unpaired UTF-16
 # surrogate (U+D800 to U+DFFF): UTF-8 cannot encode one, yet JSON's \uXXXX escapes carry it.
@@ -67,6 +76,10 @@ metadata = MetaData()
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 TaskId = BigInteger().with_variant(Integer(), "sqlite")
 
+# Text that sorts by code point on every database: SQLite compares bytes (UTF-8 keeps code point
+# order); PostgreSQL would otherwise sort by the database's locale.
+CodePointText = Text().with_variant(Text(collation="C"), "postgresql")
+
 tasks = Table(
     "tasks",
     metadata,
@@ -77,11 +90,60 @@ tasks = Table(
     Column("completed", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False, server_default=func.now()),
     Column("updated_at", UTCDateTime, nullable=False, server_default=func.now()),
+    # 1 low, 2 medium, 3 high: sorts as the contract orders priorities.
+    Column("priority", SmallInteger, nullable=False, server_default="2"),
+    # The task's tags, sorted and comma-joined, as responses show them; task_tags below is
+    # what filters and counts them.
+    Column("tags", String(TAG_LIST_MAX), nullable=False, server_default=""),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("remind_at", UTCDateTime, nullable=True),
+    Column("recurrence", String(RECURRENCE_MAX), nullable=True),
+    Column("timezone", String(TIMEZONE_MAX), nullable=False, server_default="UTC"),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False, server_default="1"),
+    # The task's place in its recurring series (1 for the first), which COUNT limits.
+    Column("occurrence", Integer, nullable=False, server_default="1"),
+    # On a next occurrence: the task whose completion created it. Unique, so a task gets at most
+    # one next occurrence, however many completions race to create it.
+    Column("previous_id", TaskId, nullable=True),
+    # str.casefold of the title (the title sort), and of title and description (search): the
+    # service folds, so every database compares the same text, whatever its idea of case.
+    Column("title_key", CodePointText, nullable=False, server_default=""),
+    Column("search_text", Text, nullable=False, server_default=""),
     Index("ix_tasks_user_id", "user_id"),
     Index("ix_tasks_user_id_completed", "user_id", "completed"),
     # Serves the default list order: a user's tasks newest first.
     Index("ix_tasks_user_id_created_at_id", "user_id", "created_at", "id"),
+    # One per sort order the list offers; each also serves its column's filters.
+    Index("ix_tasks_user_id_updated_at_id", "user_id", "updated_at", "id"),
+    Index("ix_tasks_user_id_due_at_id", "user_id", "due_at", "id"),
+    Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+    Index("ix_tasks_user_id_title_key_id", "user_id", "title_key", "id"),
+    Index("uq_tasks_previous_id", "previous_id", unique=True),
 )
+
+# One row per tag of a task: "carries all of these tags" and the tag counts read the
+# (user_id, tag) index instead of every task of the user.
+task_tags = Table(
+    "task_tags",
+    metadata,
+    Column("task_id", TaskId, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(TAG_MAX), primary_key=True),
+    Column("user_id", String(USER_ID_MAX), nullable=False),
+    Index("ix_task_tags_user_id_tag_task_id", "user_id", "tag", "task_id"),
+)
+
+SEARCH_INDEX = "ix_tasks_search_text_trgm"
+"""PostgreSQL only, and only where the pg_trgm extension could be created (migration 0003):
+not declared above, so schema comparisons leave it out (`is_declared`)."""
+
+
+def is_declared(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's include_object hook: every object but the optional search index."""
+    return not (type_ == "index" and name == SEARCH_INDEX)
+
 
 # How many tasks each user has, and how many of them are completed. Kept exact by triggers on
 # `tasks` (migration 0002), in the transaction of every write; the service only reads it.

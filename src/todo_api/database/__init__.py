@@ -8,7 +8,7 @@ from todo_api.database.faults import (
     is_unavailable,
     misconfiguration,
 )
-from todo_api.database.runner import StatementRunner, create_runner
+from todo_api.database.runner import StatementRunner, Transaction, create_runner
 from todo_api.database.url import parse_database_url, uses_transaction_pooler
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "DatabaseState",
     "PostgresConnection",
     "StatementRunner",
+    "Transaction",
     "create_engine",
     "create_runner",
     "is_unavailable",

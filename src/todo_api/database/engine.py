@@ -111,6 +111,8 @@ def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
         # WAL lets readers run beside the one writer SQLite allows.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Off by default in SQLite; task_tags rows go with their task (ON DELETE CASCADE).
+        cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return engine

@@ -10,21 +10,23 @@ executes them depends on the database:
 - SQLite: the engine runs it, as SQLAlchemy does everywhere.
 
 Either way a statement is atomic and committed on its own before the call returns, so a caller
-that answers afterwards never reports a write that is not stored.
+that answers afterwards never reports a write that is not stored. Writes that take several
+statements run them in a `transaction()`, committed when its block ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -35,7 +37,17 @@ from todo_api.settings import Settings
 Row = dict[str, Any]
 
 
+class Transaction(Protocol):
+    """Statements on one connection, inside one database transaction."""
+
+    async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]: ...
+
+    async def fetch_one(self, statement: Executable, params: Mapping[str, Any]) -> Row | None: ...
+
+
 class StatementRunner(Protocol):
+    dialect_name: str  # "postgresql" or "sqlite": for the few statements that differ
+
     async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]: ...
 
     async def fetch_one(
@@ -43,6 +55,10 @@ class StatementRunner(Protocol):
     ) -> Row | None:
         """The first row, or None; `write` says whether the statement changes data, for a
         runner that commits writes differently from reads."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction for several statements: committed when the block ends, rolled back
+        when it raises."""
 
     async def ping(self, within_seconds: float) -> None:
         """Raise unless the database answers a trivial query in time."""
@@ -57,10 +73,25 @@ def create_runner(settings: Settings, engine: AsyncEngine) -> StatementRunner:
     return EngineRunner(engine)
 
 
+class _EngineTransaction:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
+        result = await self._connection.execute(statement, params)
+        return [dict(row._mapping) for row in result]
+
+    async def fetch_one(self, statement: Executable, params: Mapping[str, Any]) -> Row | None:
+        row = (await self._connection.execute(statement, params)).first()
+        return None if row is None else dict(row._mapping)
+
+
 class EngineRunner:
     """Statements through a SQLAlchemy engine, each committed on its own (autocommit)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self.dialect_name = engine.dialect.name
+        self._transactional = engine
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
@@ -77,6 +108,11 @@ class EngineRunner:
         async with connect() as connection:
             row = (await connection.execute(statement, params)).first()
         return None if row is None else dict(row._mapping)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._transactional.begin() as connection:
+            yield _EngineTransaction(connection)
 
     async def ping(self, within_seconds: float) -> None:
         async with asyncio.timeout(within_seconds), self._engine.connect() as connection:
@@ -113,6 +149,27 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     back by the pool whatever this does, so there is nothing to reset."""
 
 
+class _AsyncpgTransaction:
+    def __init__(self, runner: AsyncpgRunner, connection: asyncpg.Connection) -> None:
+        self._runner = runner
+        self._connection = connection
+
+    async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
+        compiled = self._runner.compile(statement)
+        records = await self._connection.fetch(compiled.sql, *compiled.arguments(params))
+        return [dict(record) for record in records]
+
+    async def fetch_one(self, statement: Executable, params: Mapping[str, Any]) -> Row | None:
+        compiled = self._runner.compile(statement)
+        record = await self._connection.fetchrow(compiled.sql, *compiled.arguments(params))
+        return None if record is None else dict(record)
+
+
+# Statements built per request (a list with filters) are compiled per shape; the least recently
+# used are forgotten beyond this many, so no client can grow the cache without bound.
+COMPILED_STATEMENTS_KEPT = 512
+
+
 class AsyncpgRunner:
     """Statements on asyncpg's pool, each compiled once to SQL text with `$n` parameters.
 
@@ -123,9 +180,11 @@ class AsyncpgRunner:
     two different server connections.
     """
 
+    dialect_name = "postgresql"
+
     def __init__(self, connection: PostgresConnection, settings: Settings) -> None:
         self._dialect = asyncpg_dialect()
-        self._compiled: dict[Executable, _CompiledStatement] = {}
+        self._compiled: OrderedDict[Executable, _CompiledStatement] = OrderedDict()
         self._in_transaction = connection.behind_pooler
         self._acquire_timeout = settings.db_pool_timeout_seconds
         # Connections open as requests need them and close after idling for the recycle time;
@@ -141,7 +200,7 @@ class AsyncpgRunner:
         self._starting = asyncio.Lock()
 
     async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
-        compiled = self._compile(statement)
+        compiled = self.compile(statement)
         async with self._connection() as connection:
             records = await connection.fetch(compiled.sql, *compiled.arguments(params))
         return [dict(record) for record in records]
@@ -149,10 +208,15 @@ class AsyncpgRunner:
     async def fetch_one(
         self, statement: Executable, params: Mapping[str, Any], *, write: bool
     ) -> Row | None:
-        compiled = self._compile(statement)
+        compiled = self.compile(statement)
         async with self._connection() as connection:
             record = await connection.fetchrow(compiled.sql, *compiled.arguments(params))
         return None if record is None else dict(record)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._connection(in_transaction=True) as connection:
+            yield _AsyncpgTransaction(self, connection)
 
     async def ping(self, within_seconds: float) -> None:
         async with asyncio.timeout(within_seconds), self._connection() as connection:
@@ -162,19 +226,27 @@ class AsyncpgRunner:
         if self._pool is not None:
             await self._pool.close()
 
-    def _compile(self, statement: Executable) -> _CompiledStatement:
+    def compile(self, statement: Executable) -> _CompiledStatement:
         compiled = self._compiled.get(statement)
         if compiled is None:
             compiled = self._compiled[statement] = _CompiledStatement.of(statement, self._dialect)
+            if len(self._compiled) > COMPILED_STATEMENTS_KEPT:
+                self._compiled.popitem(last=False)
+        elif len(self._compiled) > COMPILED_STATEMENTS_KEPT // 2:
+            # Only once there are many is the order kept: the prebuilt statements of the hot
+            # paths then stay, and a cache that never fills costs nothing extra per call.
+            self._compiled.move_to_end(statement)
         return compiled
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(
+        self, *, in_transaction: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
         pool = await self._started_pool()
         async with asyncio.timeout(self._acquire_timeout):
             connection = await pool.acquire()
         try:
-            if self._in_transaction:
+            if in_transaction or self._in_transaction:
                 async with connection.transaction():
                     yield connection
             else:

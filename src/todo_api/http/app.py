@@ -24,7 +24,7 @@ from todo_api.http.middleware import (
     RequestContextMiddleware,
 )
 from todo_api.http.rate_limiting import RateLimitMiddleware
-from todo_api.http.routes import health, tasks
+from todo_api.http.routes import health, tags, tasks
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.rate_limits import RateLimiter
@@ -91,6 +91,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(tags.router)
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from todo_api.schema import metadata
+from todo_api.schema import is_declared, metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -13,6 +13,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=is_declared,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Select,
     bindparam,
+    case,
     delete,
-    false,
     func,
     insert,
     not_,
@@ -20,14 +23,18 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from todo_api.database import StatementRunner
-from todo_api.schema import task_counts, tasks
-from todo_api.tasks.schemas import TaskCreate, TaskStatus
-
-Task = dict[str, Any]
+from todo_api.database import StatementRunner, Transaction
+from todo_api.schema import task_counts, task_tags, tasks
+from todo_api.tasks.listing import STATUS_FILTERS, Ownership, kept_count, list_statement
+from todo_api.tasks.recurrence import next_occurrence, parse_rule
+from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS, Task, task_from_row
+from todo_api.tasks.rules import check_schedule
+from todo_api.tasks.schemas import TaskCreate, TaskQuery, TaskStatus
+from todo_api.tasks.text import search_text, title_key
 
 # The statements are built once, with the caller's id as a bound parameter. Building a statement
 # and computing its cache key costs more than a round trip to the database; a prebuilt one is
@@ -35,33 +42,21 @@ Task = dict[str, Any]
 _USER: BindParameter[str] = bindparam("owner", type_=tasks.c.user_id.type)
 _TASK_ID: BindParameter[int] = bindparam("task_id", type_=tasks.c.id.type)
 _NOW: BindParameter[datetime] = bindparam("now", type_=tasks.c.updated_at.type)
-_OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
+OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
+OWNED_TAGS: ColumnElement[bool] = task_tags.c.user_id == _USER
 _OWN_COUNTS: ColumnElement[bool] = task_counts.c.user_id == _USER
-_THIS_TASK = (_OWNED, tasks.c.id == _TASK_ID)
+_THIS_TASK = (OWNED, tasks.c.id == _TASK_ID)
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
-_STATUS_FILTERS: dict[TaskStatus, ColumnElement[bool]] = {
-    TaskStatus.ALL: true(),
-    TaskStatus.PENDING: tasks.c.completed == false(),
-    TaskStatus.COMPLETED: tasks.c.completed == true(),
-}
-# How many of the caller's tasks match each filter, read from the counts the database keeps
-# (schema.task_counts): one row, whatever the number of tasks, where count(*) would read them all.
-_MATCHING_COUNTS: dict[TaskStatus, ColumnElement[int]] = {
-    TaskStatus.ALL: task_counts.c.total,
-    TaskStatus.PENDING: task_counts.c.total - task_counts.c.completed,
-    TaskStatus.COMPLETED: task_counts.c.completed,
-}
+OWNERSHIP = Ownership(tasks=OWNED, tags=OWNED_TAGS, counts=_OWN_COUNTS)
 
 
 def _list_statement(status: TaskStatus) -> Select[Any]:
     """A page of the caller's tasks, newest first, each row carrying the count of all matches."""
-    count = select(_MATCHING_COUNTS[status]).where(_OWN_COUNTS)
-    # A user who never had a task has no row of counts: zero.
-    counted = select(func.coalesce(count.scalar_subquery(), 0).label("total")).subquery("counted")
+    counted = kept_count(status, OWNERSHIP)
     page = (
-        select(*tasks.c)
-        .where(_OWNED, _STATUS_FILTERS[status])
+        select(*PUBLIC_COLUMNS)
+        .where(OWNED, STATUS_FILTERS[status])
         .order_by(*_NEWEST_FIRST)
         .limit(bindparam("limit", type_=tasks.c.id.type))
         .offset(bindparam("offset", type_=tasks.c.id.type))
@@ -76,43 +71,129 @@ def _list_statement(status: TaskStatus) -> Select[Any]:
 
 
 _LIST = {status: _list_statement(status) for status in TaskStatus}
-_GET: Select[Any] = select(*tasks.c).where(*_THIS_TASK)
+_GET: Select[Any] = select(*PUBLIC_COLUMNS).where(*_THIS_TASK)
+_GET_ALL_COLUMNS: Select[Any] = select(*tasks.c).where(*_THIS_TASK)
+
+# The columns a client's values (and what follows from them) are written to.
+_WRITABLE = (
+    "title",
+    "description",
+    "priority",
+    "tags",
+    "due_at",
+    "remind_at",
+    "recurrence",
+    "timezone",
+    "title_key",
+    "search_text",
+)
+_NEW_VALUES = {name: bindparam(f"new_{name}", type_=tasks.c[name].type) for name in _WRITABLE}
+_NEW_TASK = {**_NEW_VALUES, "user_id": _USER, "completed": False, "created_at": _NOW}
 _CREATE: ReturningInsert[Any] = (
-    insert(tasks)
-    .values(
-        user_id=_USER,
-        title=bindparam("new_title", type_=tasks.c.title.type),
-        description=bindparam("new_description", type_=tasks.c.description.type),
-        completed=False,
-        created_at=_NOW,
-        updated_at=_NOW,
+    insert(tasks).values(**_NEW_TASK, updated_at=_NOW).returning(*PUBLIC_COLUMNS)
+)
+
+
+def _next_occurrence_insert(dialect: Any) -> ReturningInsert[Any]:
+    """The next occurrence of a series, unless the task it follows already has one: the unique
+    index on previous_id makes "at most one" hold however many completions race."""
+    values = {
+        **_NEW_TASK,
+        "updated_at": _NOW,
+        "occurrence": bindparam("new_occurrence", type_=tasks.c.occurrence.type),
+        "previous_id": _TASK_ID,
+    }
+    statement = dialect.insert(tasks).values(**values)
+    returning: ReturningInsert[Any] = statement.on_conflict_do_nothing(
+        index_elements=[tasks.c.previous_id]
+    ).returning(tasks.c.id)
+    return returning
+
+
+_INSERT_NEXT = {
+    "postgresql": _next_occurrence_insert(postgresql),
+    "sqlite": _next_occurrence_insert(sqlite),
+}
+
+_CHANGE = {"version": tasks.c.version + 1, "updated_at": _NOW}
+_COMPLETED_VALUE = bindparam("completed_value", type_=tasks.c.completed.type)
+# Toggle, or set to a value; completed_at is the time completed last became true.
+_COMPLETIONS = {
+    "toggle": {
+        "completed": not_(tasks.c.completed),
+        "completed_at": case((tasks.c.completed, None), else_=_NOW),
+    },
+    "set": {
+        "completed": _COMPLETED_VALUE,
+        "completed_at": case((_COMPLETED_VALUE, func.coalesce(tasks.c.completed_at, _NOW))),
+    },
+}
+# A task without recurrence completes in one statement; a recurring one may need a second, the
+# next occurrence's insert, in the same transaction, so it is written with all columns back.
+_COMPLETE_PLAIN: dict[str, ReturningUpdate[Any]] = {
+    kind: update(tasks)
+    .where(*_THIS_TASK, tasks.c.recurrence.is_(None))
+    .values(**values, **_CHANGE)
+    .returning(*PUBLIC_COLUMNS)
+    for kind, values in _COMPLETIONS.items()
+}
+_COMPLETE_ANY: dict[str, ReturningUpdate[Any]] = {
+    kind: update(tasks).where(*_THIS_TASK).values(**values, **_CHANGE).returning(*tasks.c)
+    for kind, values in _COMPLETIONS.items()
+}
+
+
+@lru_cache(maxsize=256)
+def _update_statement(columns: frozenset[str]) -> ReturningUpdate[Any]:
+    """Sets `columns` from the parameters named new_<column>, if the task is still at the
+    version the new values were worked out from."""
+    values = {name: bindparam(f"new_{name}", type_=tasks.c[name].type) for name in columns}
+    return (
+        update(tasks)
+        .where(*_THIS_TASK, tasks.c.version == bindparam("read_version"))
+        .values(**values, **_CHANGE)
+        .returning(*tasks.c)
     )
-    .returning(*tasks.c)
-)
-_TOGGLE: ReturningUpdate[Any] = (
-    update(tasks)
-    .where(*_THIS_TASK)
-    .values(completed=not_(tasks.c.completed), updated_at=_NOW)
-    .returning(*tasks.c)
-)
 
 
 @cache
-def _update_statement(columns: frozenset[str]) -> ReturningUpdate[Any]:
-    """Sets `columns` from the parameters named new_<column>; one statement per set of columns
-    (at most seven), built the first time that set is asked for."""
-    values = {name: bindparam(f"new_{name}", type_=tasks.c[name].type) for name in columns}
-    return update(tasks).where(*_THIS_TASK).values(**values, updated_at=_NOW).returning(*tasks.c)
+def _insert_tags(count: int) -> ReturningInsert[Any]:
+    rows = [
+        {"task_id": _TASK_ID, "user_id": _USER, "tag": bindparam(f"tag_{n}")} for n in range(count)
+    ]
+    return insert(task_tags).values(rows).returning(task_tags.c.task_id)
 
 
+_DELETE_TAGS: ReturningDelete[Any] = (
+    delete(task_tags)
+    .where(OWNED_TAGS, task_tags.c.task_id == _TASK_ID)
+    .returning(task_tags.c.task_id)
+)
+_TAGS: Select[Any] = (
+    select(task_tags.c.tag.label("name"), func.count().label("count"))
+    .where(OWNED_TAGS)
+    .group_by(task_tags.c.tag)
+    .order_by(task_tags.c.tag)
+)
 _DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+TagCounts = list[dict[str, Any]]  # [{"name": ..., "count": ...}]
+# Writes of one task that lost a race to another write are worked out again this many times.
+_WRITE_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A task as a write left it, and the next occurrence that write created, if any."""
+
+    task: Task
+    next_occurrence_id: int | None = None
 
 
 class TaskRepository:
     """One user's tasks. Another user's task is, to every method here, a task that does not exist.
 
-    Each method is one statement, committed before it returns, so a caller that answers after
-    it has returned never reports a write that is not stored.
+    Each method is committed before it returns (one statement, or one transaction), so a caller
+    that answers after it has returned never reports a write that is not stored.
     """
 
     def __init__(self, runner: StatementRunner, user_id: str) -> None:
@@ -124,47 +205,175 @@ class TaskRepository:
         """Whose tasks these are: the verified token's subject."""
         return self._user_id
 
-    async def list(self, status: TaskStatus, *, limit: int, offset: int) -> tuple[list[Task], int]:
-        """A page of tasks, newest first, and how many match in all (one round trip)."""
-        params = {"owner": self._user_id, "limit": limit, "offset": offset}
-        rows = await self._runner.fetch_all(_LIST[status], params)
+    async def list(self, query: TaskQuery) -> tuple[list[Task], int]:
+        """A page of the tasks `query` asks for, and how many match in all (one round trip)."""
+        if query.only_status():
+            # The most common list, on its prebuilt statement and the kept counts.
+            statement: Executable = _LIST[query.status]
+            params = {"limit": query.limit, "offset": query.offset}
+        else:
+            statement, params = list_statement(query, OWNERSHIP)
+        rows = await self._runner.fetch_all(statement, {**params, "owner": self._user_id})
         total = rows[0]["total"] if rows else 0
         # Each row is a task plus the total; on an empty page, one row with the total alone.
-        for row in rows:
-            del row["total"]
-        return [row for row in rows if row["id"] is not None], total
+        return [task_from_row(row) for row in rows if row["id"] is not None], total
 
     async def get(self, task_id: int) -> Task | None:
-        return await self._one(_GET, task_id=task_id, write=False)
+        task = await self._one(_GET, task_id=task_id, write=False)
+        return None if task is None else task_from_row(task)
 
     async def create(self, data: TaskCreate) -> Task:
-        task = await self._one(
-            _CREATE, new_title=data.title, new_description=data.description, now=_now()
-        )
+        check_schedule(data.due_at, data.recurrence, data.timezone, blame="recurrence")
+        values = {
+            f"new_{name}": value
+            for name, value in _column_values(data.model_dump(), description=None).items()
+        }
+        params = {**values, "owner": self._user_id, "now": _now()}
+        if not data.tags:
+            task = await self._runner.fetch_one(_CREATE, params, write=True)
+        else:
+            async with self._runner.transaction() as transaction:
+                task = await transaction.fetch_one(_CREATE, params)
+                assert task is not None
+                await self._insert_tags(transaction, task["id"], data.tags)
         assert task is not None
-        return task
+        return task_from_row(task)
 
-    async def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
+    async def update(self, task_id: int, changes: dict[str, Any]) -> Written | None:
+        """Apply `changes` (field -> new value). Worked out from the task as stored and written
+        only if it has not changed meanwhile (its version), else worked out again."""
         if not changes:
-            return await self.get(task_id)
-        statement = _update_statement(frozenset(changes))
-        new_values = {f"new_{name}": value for name, value in changes.items()}
-        return await self._one(statement, task_id=task_id, now=_now(), **new_values)
+            task = await self.get(task_id)
+            return None if task is None else Written(task)
+        for _ in range(_WRITE_ATTEMPTS):
+            current = await self._one(_GET_ALL_COLUMNS, task_id=task_id, write=False)
+            if current is None:
+                return None
+            values = _changed_columns(current, changes)
+            params = {f"new_{name}": value for name, value in values.items()}
+            params |= {"read_version": current["version"], "now": _now()}
+            async with self._runner.transaction() as transaction:
+                task = await self._in(
+                    transaction, _update_statement(frozenset(values)), task_id, params
+                )
+                if task is None:
+                    continue
+                if "tags" in changes:
+                    await self._in(transaction, _DELETE_TAGS, task_id, {})
+                    await self._insert_tags(transaction, task_id, changes["tags"])
+                next_id = await self._follow_completion(transaction, task)
+            return Written(task_from_row(task), next_id)
+        raise RuntimeError(f"task {task_id} kept changing during {_WRITE_ATTEMPTS} attempts")
 
-    async def set_completed(self, task_id: int, completed: bool | None) -> Task | None:
-        """Set `completed`, or flip it when `completed` is None, in one atomic statement."""
-        if completed is None:
-            return await self._one(_TOGGLE, task_id=task_id, now=_now())
-        return await self.update(task_id, {"completed": completed})
+    async def set_completed(self, task_id: int, completed: bool | None) -> Written | None:
+        """Set `completed`, or flip it when `completed` is None, atomically. Completing a
+        recurring task creates its next occurrence in the same transaction."""
+        kind = "toggle" if completed is None else "set"
+        params = {"now": _now(), "completed_value": completed}
+        task = await self._runner.fetch_one(
+            _COMPLETE_PLAIN[kind],
+            {**params, "owner": self._user_id, "task_id": task_id},
+            write=True,
+        )
+        if task is not None:
+            return Written(task_from_row(task))
+        # Missing, or recurring: the second needs the transaction.
+        async with self._runner.transaction() as transaction:
+            task = await self._in(transaction, _COMPLETE_ANY[kind], task_id, params)
+            if task is None:
+                return None
+            next_id = await self._follow_completion(transaction, task)
+        return Written(task_from_row(task), next_id)
+
+    async def tags(self) -> TagCounts:
+        """The caller's tags by name, each with how many of the caller's tasks carry it."""
+        return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
 
     async def delete(self, task_id: int) -> bool:
         return await self._one(_DELETE, task_id=task_id) is not None
+
+    async def _follow_completion(self, transaction: Transaction, task: Task) -> int | None:
+        """The id of the next occurrence this completion created: None for a task that is not
+        completed, not recurring, at the end of its series, or that already has its next."""
+        if not task["completed"] or task["recurrence"] is None or task["due_at"] is None:
+            return None
+        due_at: datetime = task["due_at"]
+        rule = parse_rule(task["recurrence"])
+        next_due = next_occurrence(rule, due_at, ZoneInfo(task["timezone"]), task["occurrence"])
+        if next_due is None:
+            return None
+        remind_at = task["remind_at"]
+        params = {f"new_{name}": task[name] for name in _WRITABLE}
+        params |= {
+            "new_due_at": next_due,
+            "new_remind_at": None if remind_at is None else next_due - (due_at - remind_at),
+            "new_occurrence": task["occurrence"] + 1,
+            "now": _now(),
+        }
+        statement = _INSERT_NEXT[self._runner.dialect_name]
+        created = await self._in(transaction, statement, task["id"], params)
+        if created is None:
+            return None
+        next_id: int = created["id"]
+        if task["tags"]:
+            await self._insert_tags(transaction, next_id, task["tags"].split(","))
+        return next_id
+
+    async def _insert_tags(
+        self, transaction: Transaction, task_id: int, tags: Sequence[str]
+    ) -> None:
+        if tags:
+            params = {f"tag_{n}": tag for n, tag in enumerate(tags)}
+            await self._in(transaction, _insert_tags(len(tags)), task_id, params)
+
+    async def _in(
+        self, transaction: Transaction, statement: Executable, task_id: int, params: dict[str, Any]
+    ) -> Task | None:
+        return await transaction.fetch_one(
+            statement, {**params, "owner": self._user_id, "task_id": task_id}
+        )
 
     async def _one(
         self, statement: Executable, *, write: bool = True, **params: Any
     ) -> Task | None:
         params["owner"] = self._user_id
         return await self._runner.fetch_one(statement, params, write=write)
+
+
+def _column_values(fields: dict[str, Any], *, description: str | None) -> dict[str, Any]:
+    """The columns that store these client fields, derived columns included."""
+    values: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "priority":
+            values[name] = PRIORITY_RANK[value]
+        elif name == "tags":
+            values[name] = ",".join(value)
+        elif name in _WRITABLE or name == "completed":
+            values[name] = value
+    if "title" in fields:
+        values["title_key"] = title_key(fields["title"])
+    if "title" in fields or "description" in fields:
+        values["search_text"] = search_text(fields["title"], fields.get("description", description))
+    return values
+
+
+def _changed_columns(current: Task, changes: dict[str, Any]) -> dict[str, Any]:
+    """The columns to write for `changes` to the task `current`; raises InvalidTask if the
+    result breaks a rule that spans fields."""
+    merged = current | changes
+    recurrence_changed = "recurrence" in changes and changes["recurrence"] != current["recurrence"]
+    if recurrence_changed or {"due_at", "timezone"} & changes.keys():
+        blame = "due_at" if "due_at" in changes else "recurrence"
+        check_schedule(merged["due_at"], merged["recurrence"], merged["timezone"], blame=blame)
+    fields = dict(changes)
+    if {"title", "description"} & changes.keys():
+        fields |= {"title": merged["title"], "description": merged["description"]}
+    values = _column_values(fields, description=merged["description"])
+    if "completed" in changes and changes["completed"] != current["completed"]:
+        values["completed_at"] = _now() if changes["completed"] else None
+    if recurrence_changed:
+        values["occurrence"] = 1  # a new rule starts a new series at this task
+    return values
 
 
 def _now() -> datetime:

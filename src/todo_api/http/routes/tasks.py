@@ -7,20 +7,23 @@ otherwise, before anything is read or written). The user is always the token's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
-from todo_api.tasks.repository import Task
-from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskRead, TaskStatus, TaskUpdate
+from todo_api.tasks.repository import Written
+from todo_api.tasks.rows import Task
+from todo_api.tasks.rules import InvalidTask
+from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
 
 MAX_TASK_ID = 2**63 - 1
-MAX_OFFSET = 2**31 - 1
 
 TASKS_PATH = "/api/tasks"
 GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
@@ -31,6 +34,10 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorDetail, "description": "No such task among the caller's tasks"}
 }
+NAMES_NEXT_OCCURRENCE = (
+    'The task; when the write completed a recurring task, `Link: <...>; rel="next-occurrence"` '
+    "names the next occurrence it created"
+)
 NOT_THE_CALLER = "The user id in the path is not the signed-in user's (the token's subject)"
 
 
@@ -94,27 +101,41 @@ def _found(task: Task | None) -> Task:
     return task
 
 
+@contextmanager
+def _field_errors() -> Iterator[None]:
+    """A rule spanning several fields, broken: a 422 naming the field, like any other."""
+    try:
+        yield
+    except InvalidTask as error:
+        problem = {"type": "invalid_task", "loc": ("body", error.field), "msg": error.message}
+        raise RequestValidationError([problem | {"input": None}]) from None
+
+
+def _written(request: Request, response: Response, written: Written | None) -> Task:
+    """The task a write left; the next occurrence it created, if any, named in `Link`."""
+    if written is None:
+        return _found(None)
+    if written.next_occurrence_id is not None:
+        location = task_location(request, written.next_occurrence_id)
+        response.headers["Link"] = f'<{location}>; rel="next-occurrence"'
+    return written.task
+
+
 @_serve(
     "",
     "GET",
     response_model=list[TaskRead],
-    summary="List the caller's tasks, newest first",
+    summary="List the caller's tasks: filtered, searched, sorted, paged",
     response_description="A page of tasks; `X-Total-Count` and `Link` describe the rest",
 )
 async def list_tasks(
-    request: Request,
-    response: Response,
-    tasks: UserTasks,
-    status_filter: Annotated[
-        TaskStatus, Query(alias="status", description="Which tasks to include")
-    ] = TaskStatus.ALL,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip")] = 0,
+    request: Request, response: Response, tasks: UserTasks, query: Annotated[TaskQuery, Query()]
 ) -> Any:
-    items, total = await tasks.list(status_filter, limit=limit, offset=offset)
+    items, total = await tasks.list(query)
     response.headers["X-Total-Count"] = str(total)
-    if link := pagination_links(request.url, total=total, limit=limit, offset=offset):
-        response.headers["Link"] = link
+    links = pagination_links(request.url, total=total, limit=query.limit, offset=query.offset)
+    if links:
+        response.headers["Link"] = links
     return items
 
 
@@ -142,7 +163,8 @@ def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | 
 async def create_task(
     request: Request, response: Response, tasks: UserTasks, body: TaskCreate
 ) -> Any:
-    task = await tasks.create(body)
+    with _field_errors():
+        task = await tasks.create(body)
     # Written out: url_for searches every route and builds a whole URL, a tenth of a create's
     # CPU time.
     response.headers["Location"] = task_location(request, task["id"])
@@ -159,10 +181,15 @@ async def get_task(task_id: TaskId, tasks: UserTasks) -> Any:
     "PUT",
     response_model=TaskRead,
     responses=NOT_FOUND,
-    summary="Update a task's title, description or completion",
+    summary="Update any of a task's writable fields",
+    response_description=NAMES_NEXT_OCCURRENCE,
 )
-async def update_task(task_id: TaskId, tasks: UserTasks, body: TaskUpdate) -> Any:
-    return _found(await tasks.update(task_id, body.changes()))
+async def update_task(
+    task_id: TaskId, request: Request, response: Response, tasks: UserTasks, body: TaskUpdate
+) -> Any:
+    with _field_errors():
+        written = await tasks.update(task_id, body.changes())
+    return _written(request, response, written)
 
 
 @_serve(
@@ -171,12 +198,17 @@ async def update_task(task_id: TaskId, tasks: UserTasks, body: TaskUpdate) -> An
     response_model=TaskRead,
     responses=NOT_FOUND,
     summary='Toggle completion, or set it with {"completed": true|false}',
+    response_description=NAMES_NEXT_OCCURRENCE,
 )
 async def complete_task(
-    task_id: TaskId, tasks: UserTasks, body: Annotated[CompletionUpdate | None, Body()] = None
+    task_id: TaskId,
+    request: Request,
+    response: Response,
+    tasks: UserTasks,
+    body: Annotated[CompletionUpdate | None, Body()] = None,
 ) -> Any:
     completed = body.completed if body is not None else None
-    return _found(await tasks.set_completed(task_id, completed))
+    return _written(request, response, await tasks.set_completed(task_id, completed))
 
 
 @_serve(

@@ -1,0 +1,129 @@
+"""The throwaway benchmark database: made, seeded, reset, dropped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.config import BIG_USER, BIG_USER_TASKS, SEARCH_WORD, TASKS_PER_USER, USERS
+
+
+def database_url(server_url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url).set(drivername="postgresql", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+async def connect(url: str) -> Any:
+    import asyncpg
+
+    return await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+
+
+async def create_database(server_url: str, name: str) -> None:
+    connection = await connect(server_url)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    connection = await connect(server_url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+# Tasks as a frontend's users keep them: every priority, due dates on 70 % (past and future),
+# up to two of eight tags, a description on half, and SEARCH_WORD in about 1 % of them. The
+# folded title and search text are what the service would write (the text is ASCII: lower()
+# is str.casefold here).
+SEED_SQL = """
+INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at,
+                   priority, due_at, title_key, search_text)
+SELECT user_id, title, description, completed, created, created, priority, due_at,
+       lower(title), lower(title || coalesce(E'\\n' || description, ''))
+FROM (
+    SELECT users.user_id,
+           'Task ' || n AS title,
+           CASE WHEN n % 100 = 7 THEN 'Details with {search_word} in them ' || n
+                WHEN n % 2 = 0 THEN 'Details of task ' || n END AS description,
+           n % 3 = 0 AS completed,
+           now() - make_interval(secs => users.size - n) AS created,
+           1 + (n * 7) % 3 AS priority,
+           CASE WHEN n % 10 < 7
+                THEN now() + make_interval(hours => (n * 37) % 2000 - 500) END AS due_at
+    FROM (
+        SELECT 'bench-user-' || lpad(u::text, 3, '0') AS user_id, $1::int AS size
+        FROM generate_series(0, $2::int - 1) AS u
+        UNION ALL SELECT $3::text, $4::int
+    ) AS users
+    CROSS JOIN LATERAL generate_series(1, users.size) AS n
+) AS seeded
+"""
+TAGS_SQL = [
+    """
+    INSERT INTO task_tags (task_id, user_id, tag)
+    SELECT DISTINCT tasks.id, tasks.user_id,
+           (ARRAY['work', 'home', 'errand', 'health', 'finance', 'family', 'study', 'garden'])[k]
+    FROM tasks
+    CROSS JOIN LATERAL (
+        VALUES (CASE WHEN tasks.id % 5 <> 0 THEN tasks.id % 8 + 1 END),
+               (CASE WHEN tasks.id % 2 = 0 THEN tasks.id / 8 % 8 + 1 END)
+    ) AS slot(k)
+    WHERE k IS NOT NULL
+    """,
+    """
+    UPDATE tasks SET tags = carried.tags
+    FROM (SELECT task_id, string_agg(tag, ',' ORDER BY tag) AS tags
+          FROM task_tags GROUP BY task_id) AS carried
+    WHERE tasks.id = carried.task_id
+    """,
+]
+
+
+async def seed(url: str) -> dict[str, list[int]]:
+    """100 users x 50 tasks and one user with 10,000, with tags; their task ids."""
+    connection = await connect(url)
+    try:
+        await connection.execute(
+            SEED_SQL.format(search_word=SEARCH_WORD),
+            TASKS_PER_USER,
+            USERS,
+            BIG_USER,
+            BIG_USER_TASKS,
+        )
+        for statement in TAGS_SQL:
+            await connection.execute(statement)
+        await connection.execute("VACUUM ANALYZE tasks")
+        await connection.execute("VACUUM ANALYZE task_tags")
+        rows = await connection.fetch(
+            "SELECT user_id, array_agg(id ORDER BY id) AS ids FROM tasks GROUP BY user_id"
+        )
+    finally:
+        await connection.close()
+    return {row["user_id"]: list(row["ids"]) for row in rows}
+
+
+async def reset_writes(url: str, last_seeded_id: int) -> None:
+    """Remove what create workloads added, so every workload sees the seeded data."""
+    connection = await connect(url)
+    try:
+        await connection.execute("DELETE FROM tasks WHERE id > $1", last_seeded_id)
+        await connection.execute("VACUUM ANALYZE tasks")
+    finally:
+        await connection.close()
+
+
+async def backend_pids(url: str, database: str) -> list[int]:
+    connection = await connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]

@@ -1,0 +1,24 @@
+"""How a task is stored and shown: the columns a response carries, priorities as numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from todo_api.schema import tasks
+from todo_api.tasks.schemas import Priority, TaskRead
+
+Task = dict[str, Any]
+
+# What a response shows of a task; the other columns serve queries and series.
+PUBLIC_COLUMNS = tuple(tasks.c[name] for name in TaskRead.model_fields)
+# Stored as 1-3, so that the column sorts low < medium < high.
+PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
+_PRIORITY_NAME = {rank: priority.value for priority, rank in PRIORITY_RANK.items()}
+
+
+def task_from_row(row: Task) -> Task:
+    """A row as the API shows a task: priority by name, tags as a list, internals left out."""
+    task = {column.name: row[column.name] for column in PUBLIC_COLUMNS}
+    task["priority"] = _PRIORITY_NAME[task["priority"]]
+    task["tags"] = task["tags"].split(",") if task["tags"] else []
+    return task
