@@ -124,3 +124,19 @@ async def test_cors_refuses_other_origins(client: AsyncClient, user: str) -> Non
         "/api/tasks", headers=auth(user) | {"Origin": "https://evil.example"}
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_refused_cors_preflight_is_a_json_error(client: AsyncClient) -> None:
+    response = await client.options(
+        "/api/tasks",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, x-unknown",
+        },
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert detail.startswith("Disallowed CORS origin, headers")
+    assert "access-control-allow-origin" not in response.headers

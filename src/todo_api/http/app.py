@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
 from todo_api.auth import TokenVerifier
@@ -20,6 +19,7 @@ from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
     REQUEST_ID_HEADER,
     BodySizeLimitMiddleware,
+    CORSJSONErrorsMiddleware,
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
@@ -101,7 +101,7 @@ def create_app(
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(
-        CORSMiddleware,
+        CORSJSONErrorsMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],

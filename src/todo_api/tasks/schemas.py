@@ -372,7 +372,9 @@ def _comma_separated(values: Any) -> list[str]:
 
 
 def _tag_filter(tags: list[str]) -> list[str]:
-    merged = sorted({tag.lower() for tag in tags})
+    # Held to the rules of a task's tags: one no task can carry is refused rather than matched,
+    # and text no database can store never reaches one.
+    merged = sorted({_tag(_storable_text(tag)) for tag in tags})
     if len(merged) > TAGS_PER_TASK:
         raise PydanticCustomError(
             "too_many_tags",
