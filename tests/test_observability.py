@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import auth
+from tests.conftest import auth, make_settings
+from todo_api.logs import configure_logging
 
 
 async def test_request_id_is_generated(client: AsyncClient) -> None:
@@ -140,3 +141,19 @@ async def test_a_refused_cors_preflight_is_a_json_error(client: AsyncClient) -> 
     detail = response.json()["detail"]
     assert detail.startswith("Disallowed CORS origin, headers")
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_client_cannot_split_a_text_log_line(
+    client: AsyncClient, user: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging(make_settings("sqlite+aiosqlite://", log_json=False))
+    try:
+        await client.get("/api/tasks%0A2026-01-01 INFO forged: GET /x 200", headers=auth(user))
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "todo_api.access" in line]
+    assert len(lines) == 1
+    assert "\\x0a2026-01-01 INFO forged" in lines[0]
