@@ -23,7 +23,7 @@ from todo_api.http.middleware import (
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
-from todo_api.http.routes import health, tags, tasks
+from todo_api.http.routes import health, sync, tags, tasks
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.settings import Settings, load_settings
@@ -79,6 +79,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(sync.router)  # before the tasks' /{task_id} routes
     app.include_router(tasks.router)
     app.include_router(tags.router)
 

@@ -62,10 +62,18 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 def _serve(path: str, method: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
     """Serve the decorated handler at `/api/tasks<path>` and `/api/{user_id}/tasks<path>`."""
+    return serve_on(router, path, method, **options)
+
+
+def serve_on(
+    target: APIRouter, path: str, method: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """`_serve` on another router (one included before this one, whose paths the
+    `/{task_id}` routes would otherwise take)."""
     responses = options.pop("responses", {})
 
     def register(endpoint: Endpoint) -> Endpoint:
-        router.add_api_route(
+        target.add_api_route(
             TASKS_PATH + path,
             endpoint,
             methods=[method],
@@ -73,7 +81,7 @@ def _serve(path: str, method: str, **options: Any) -> Callable[[Endpoint], Endpo
             responses=responses,
             **options,
         )
-        router.add_api_route(
+        target.add_api_route(
             GUIDE_TASKS_PATH + path,
             endpoint,
             methods=[method],
