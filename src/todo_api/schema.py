@@ -177,7 +177,7 @@ task_feed = Table(
         "ix_task_feed_tombstones",
         "changed_at",
         postgresql_where=text("deleted"),
-        sqlite_where=text("deleted"),
+        sqlite_where=text("deleted = 1"),
     ),
 )
 

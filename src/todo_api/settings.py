@@ -79,6 +79,18 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
+    # Live updates and reminders (docs/sync.md). Behind a transaction-mode pooler, LISTEN needs
+    # a direct connection: DB_LISTEN_URL (Neon's is derived from DATABASE_URL); without one,
+    # open streams are served by polling every stream_poll_seconds.
+    db_listen_url: str | None = None
+    stream_poll_seconds: float = Field(default=0.25, gt=0, le=5)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    streams_per_user: int = Field(default=10, ge=1)
+    reminder_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Deletions stay in the change feed at least this long (the contract's minimum is 30 days).
+    feed_tombstone_days: float = Field(default=30.0, ge=30)
+    maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -126,6 +138,7 @@ class Settings(BaseSettings):
         "better_auth_jwks_url",
         "jwt_issuer",
         "jwt_audience",
+        "db_listen_url",
         mode="before",
     )
     @classmethod

@@ -24,11 +24,22 @@ from todo_api.http.middleware import (
     RequestContextMiddleware,
 )
 from todo_api.http.routes import health, sync, tags, tasks
+from todo_api.jobs import background_jobs
+from todo_api.live.hub import StreamHub
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.settings import Settings, load_settings
 
-EXPOSED_HEADERS = ["X-Total-Count", "Link", "Location", REQUEST_ID_HEADER, "Retry-After"]
+EXPOSED_HEADERS = [
+    "X-Total-Count",
+    "Link",
+    "Location",
+    REQUEST_ID_HEADER,
+    "Retry-After",
+    "ETag",
+    "Idempotent-Replayed",
+]
+SYNC_REQUEST_HEADERS = ["If-Match", "If-None-Match", "Idempotency-Key", "Last-Event-ID"]
 
 DESCRIPTION = """
 Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
@@ -48,6 +59,7 @@ def create_app(
         engine=engine,
         runner=create_runner(settings, engine),
         verifier=TokenVerifier.from_settings(settings),
+        streams=StreamHub(per_user=settings.streams_per_user),
         database=DatabaseState(migrated=not migrate_on_startup),
     )
 
@@ -65,7 +77,10 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         try:
-            yield
+            async with background_jobs(
+                settings, services.engine, services.runner, services.streams, services.database
+            ):
+                yield
         finally:
             if migrating is not None:
                 migrating.cancel()
@@ -92,7 +107,7 @@ def create_app(
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, *SYNC_REQUEST_HEADERS],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )

@@ -180,7 +180,7 @@ def upgrade() -> None:
         "task_feed",
         ["changed_at"],
         postgresql_where=sa.text("deleted"),
-        sqlite_where=sa.text("deleted"),
+        sqlite_where=sa.text("deleted = 1"),
     )
     op.create_table(
         "idempotency_keys",
