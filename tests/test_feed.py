@@ -165,3 +165,10 @@ async def test_limit_is_validated(client: AsyncClient, user: str) -> None:
 async def test_the_feed_needs_a_token(client: AsyncClient) -> None:
     response = await client.get("/api/tasks/changes")
     assert response.status_code == 401
+
+
+async def test_other_methods_on_the_feed_are_not_allowed(client: AsyncClient, user: str) -> None:
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        response = await client.request(method, "/api/tasks/changes", headers=auth(user))
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET"

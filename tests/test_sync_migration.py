@@ -15,7 +15,7 @@ from todo_api.http.app import create_app
 from todo_api.migrations import alembic_config
 from todo_api.schema import tasks
 
-BEFORE = "0002"
+BEFORE = "0003"
 
 
 def downgrade_to(revision: str) -> object:

@@ -232,8 +232,9 @@ class ChangeFeed:
 
     async def head(self) -> str:
         """A cursor after the newest change: what a live stream opened now starts from."""
-        page = await self.read(None, limit=0)
-        return page.cursor
+        params = {"owner": self._user_id, "after": 0, "horizon": 0, "limit": 0}
+        state = (await self._runner.fetch_all(_READ, params))[0]
+        return self._cursor(_Position(state["head"]), state["feed_key"])
 
     def _check(
         self, position: _Position, mac: bytes, key: str | None, *, head: int, pruned: int

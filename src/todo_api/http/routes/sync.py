@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.routing import Route
 
 from todo_api.database import DATABASE_ERRORS, is_unavailable
 from todo_api.http.dependencies import StreamCaller, UserTasks, services_of
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
-from todo_api.http.routes.tasks import TASKS_PATH, serve_on
+from todo_api.http.routes.tasks import GUIDE_TASKS_PATH, TASKS_PATH, serve_on
 from todo_api.live.hub import TooManyStreams
 from todo_api.live.stream import STREAM_PAGE, follow
 from todo_api.tasks.feed import (
@@ -141,3 +143,14 @@ async def _as_server_sent_events(entries: AsyncIterator[FeedEntry]) -> AsyncIter
             raise
         # The client reconnects with Last-Event-ID once the database is back.
         logger.warning("Live stream ended: database unavailable (%r)", error)
+
+
+async def _only_get(_request: Request) -> Response:
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "GET"})
+
+
+_NOT_GET = ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Without these, the task routes' `/{task_id}` would take other methods on these paths (and
+# answer 422 for an id that is not a number).
+for _path in (TASKS_PATH + "/changes", GUIDE_TASKS_PATH + "/changes", TASKS_PATH + "/stream"):
+    router.routes.append(Route(_path, _only_get, methods=_NOT_GET, include_in_schema=False))
