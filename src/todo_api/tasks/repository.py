@@ -381,4 +381,3 @@ def _changed_columns(current: Task, changes: dict[str, Any]) -> dict[str, Any]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
