@@ -23,12 +23,14 @@ from todo_api.http.middleware import (
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
+from todo_api.http.preconditions import precondition_failed
 from todo_api.http.routes import health, sync, tags, tasks
 from todo_api.jobs import background_jobs
 from todo_api.live.hub import StreamHub
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.settings import Settings, load_settings
+from todo_api.tasks.repository import PreconditionFailed
 
 EXPOSED_HEADERS = [
     "X-Total-Count",
@@ -93,6 +95,7 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_exception_handler(PreconditionFailed, precondition_failed)
     app.include_router(health.router)
     app.include_router(sync.router)  # before the tasks' /{task_id} routes
     app.include_router(tasks.router)

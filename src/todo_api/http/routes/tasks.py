@@ -18,6 +18,16 @@ from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
+from todo_api.http.preconditions import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    IfMatch,
+    IfNoneMatch,
+    etag,
+    not_modified,
+    not_modified_response,
+    version_required,
+)
 from todo_api.tasks.repository import Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
@@ -126,6 +136,7 @@ def _written(request: Request, response: Response, written: Written | None) -> T
     if written.next_occurrence_id is not None:
         location = task_location(request, written.next_occurrence_id)
         response.headers["Link"] = f'<{location}>; rel="next-occurrence"'
+    response.headers["ETag"] = etag(written.task)
     return written.task
 
 
@@ -176,27 +187,46 @@ async def create_task(
     # Written out: url_for searches every route and builds a whole URL, a tenth of a create's
     # CPU time.
     response.headers["Location"] = task_location(request, task["id"])
+    response.headers["ETag"] = etag(task)
     return task
 
 
-@_serve("/{task_id}", "GET", response_model=TaskRead, responses=NOT_FOUND, summary="Get one task")
-async def get_task(task_id: TaskId, tasks: UserTasks) -> Any:
-    return _found(await tasks.get(task_id))
+@_serve(
+    "/{task_id}",
+    "GET",
+    response_model=TaskRead,
+    responses=NOT_FOUND | NOT_MODIFIED,
+    summary="Get one task",
+)
+async def get_task(
+    task_id: TaskId, response: Response, tasks: UserTasks, if_none_match: IfNoneMatch = None
+) -> Any:
+    task = _found(await tasks.get(task_id))
+    if not_modified(if_none_match, task):
+        return not_modified_response(task)
+    response.headers["ETag"] = etag(task)
+    return task
 
 
 @_serve(
     "/{task_id}",
     "PUT",
     response_model=TaskRead,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED,
     summary="Update any of a task's writable fields",
     response_description=NAMES_NEXT_OCCURRENCE,
 )
 async def update_task(
-    task_id: TaskId, request: Request, response: Response, tasks: UserTasks, body: TaskUpdate
+    task_id: TaskId,
+    request: Request,
+    response: Response,
+    tasks: UserTasks,
+    body: TaskUpdate,
+    if_match: IfMatch = None,
 ) -> Any:
+    version = await version_required(if_match, tasks, task_id)
     with _field_errors():
-        written = await tasks.update(task_id, body.changes())
+        written = await tasks.update(task_id, body.changes(), if_version=version)
     return _written(request, response, written)
 
 
@@ -204,7 +234,7 @@ async def update_task(
     "/{task_id}/complete",
     "PATCH",
     response_model=TaskRead,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED,
     summary='Toggle completion, or set it with {"completed": true|false}',
     response_description=NAMES_NEXT_OCCURRENCE,
 )
@@ -214,9 +244,12 @@ async def complete_task(
     response: Response,
     tasks: UserTasks,
     body: Annotated[CompletionUpdate | None, Body()] = None,
+    if_match: IfMatch = None,
 ) -> Any:
     completed = body.completed if body is not None else None
-    return _written(request, response, await tasks.set_completed(task_id, completed))
+    version = await version_required(if_match, tasks, task_id)
+    written = await tasks.set_completed(task_id, completed, if_version=version)
+    return _written(request, response, written)
 
 
 @_serve(
@@ -224,10 +257,11 @@ async def complete_task(
     "DELETE",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED,
     summary="Delete a task",
 )
-async def delete_task(task_id: TaskId, tasks: UserTasks) -> Response:
-    if not await tasks.delete(task_id):
+async def delete_task(task_id: TaskId, tasks: UserTasks, if_match: IfMatch = None) -> Response:
+    version = await version_required(if_match, tasks, task_id)
+    if not await tasks.delete(task_id, if_version=version):
         _found(None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
