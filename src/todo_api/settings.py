@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Deletions stay in the change feed at least this long (the contract's minimum is 30 days).
     feed_tombstone_days: float = Field(default=30.0, ge=30)
     maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # For tests only: after an idempotent write commits, wait this long before answering, so
+    # that a test can kill the process between the two. Leave it at 0.
+    test_pause_after_idempotent_write_seconds: float = Field(default=0.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

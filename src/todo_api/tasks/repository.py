@@ -28,7 +28,7 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
-from todo_api.schema import task_counts, task_feed, task_tags, tasks
+from todo_api.schema import idempotency_keys, task_counts, task_feed, task_tags, tasks
 from todo_api.tasks.listing import STATUS_FILTERS, Ownership, kept_count, list_statement
 from todo_api.tasks.recurrence import next_occurrence, parse_rule
 from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS, Task, task_from_row
@@ -49,6 +49,8 @@ _THIS_TASK = (OWNED, tasks.c.id == _TASK_ID)
 # The caller's change feed and row of counters (tasks.feed).
 OWNED_FEED: ColumnElement[bool] = task_feed.c.user_id == _USER
 OWNED_COUNTERS = _OWN_COUNTS
+# The caller's idempotency keys (tasks.idempotency).
+OWNED_KEYS: ColumnElement[bool] = idempotency_keys.c.user_id == _USER
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
 OWNERSHIP = Ownership(tasks=OWNED, tags=OWNED_TAGS, counts=_OWN_COUNTS)

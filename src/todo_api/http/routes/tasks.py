@@ -18,6 +18,7 @@ from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
+from todo_api.http.idempotency import IDEMPOTENCY_RESPONSES, IdempotencyKey, replayable
 from todo_api.http.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -28,7 +29,7 @@ from todo_api.http.preconditions import (
     not_modified_response,
     version_required,
 )
-from todo_api.tasks.repository import Written
+from todo_api.tasks.repository import TaskRepository, Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
 from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
@@ -176,19 +177,31 @@ def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | 
     "POST",
     response_model=TaskRead,
     status_code=status.HTTP_201_CREATED,
+    responses=IDEMPOTENCY_RESPONSES,
     summary="Create a task",
     response_description="The new task; `Location` names it",
 )
 async def create_task(
-    request: Request, response: Response, tasks: UserTasks, body: TaskCreate
+    request: Request,
+    response: Response,
+    tasks: UserTasks,
+    body: TaskCreate,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    with _field_errors():
-        task = await tasks.create(body)
-    # Written out: url_for searches every route and builds a whole URL, a tenth of a create's
-    # CPU time.
-    response.headers["Location"] = task_location(request, task["id"])
-    response.headers["ETag"] = etag(task)
-    return task
+    async def create(repository: TaskRepository) -> Task:
+        with _field_errors():
+            task = await repository.create(body)
+        # Written out: url_for searches every route and builds a whole URL, a tenth of a
+        # create's CPU time.
+        response.headers["Location"] = task_location(request, task["id"])
+        response.headers["ETag"] = etag(task)
+        return task
+
+    if idempotency_key is None:
+        return await create(tasks)
+    return await replayable(
+        request, response, idempotency_key, tasks, create, status_code=status.HTTP_201_CREATED
+    )
 
 
 @_serve(
@@ -234,7 +247,7 @@ async def update_task(
     "/{task_id}/complete",
     "PATCH",
     response_model=TaskRead,
-    responses=NOT_FOUND | PRECONDITION_FAILED,
+    responses=NOT_FOUND | PRECONDITION_FAILED | IDEMPOTENCY_RESPONSES,
     summary='Toggle completion, or set it with {"completed": true|false}',
     response_description=NAMES_NEXT_OCCURRENCE,
 )
@@ -245,11 +258,20 @@ async def complete_task(
     tasks: UserTasks,
     body: Annotated[CompletionUpdate | None, Body()] = None,
     if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     completed = body.completed if body is not None else None
-    version = await version_required(if_match, tasks, task_id)
-    written = await tasks.set_completed(task_id, completed, if_version=version)
-    return _written(request, response, written)
+
+    async def complete(repository: TaskRepository) -> Task:
+        version = await version_required(if_match, repository, task_id)
+        written = await repository.set_completed(task_id, completed, if_version=version)
+        return _written(request, response, written)
+
+    if idempotency_key is None:
+        return await complete(tasks)
+    return await replayable(
+        request, response, idempotency_key, tasks, complete, status_code=status.HTTP_200_OK
+    )
 
 
 @_serve(
