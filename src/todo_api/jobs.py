@@ -20,6 +20,7 @@ from todo_api.live.hub import StreamHub
 from todo_api.live.wakeups import wakeup_source
 from todo_api.settings import Settings
 from todo_api.tasks.maintenance import prune
+from todo_api.tasks.reminders import deliver_due_reminders
 
 logger = logging.getLogger("todo_api.jobs")
 
@@ -40,8 +41,12 @@ async def background_jobs(
         if removed:
             logger.info("Pruned %d old feed tombstones and idempotency keys", removed)
 
+    async def remind_now() -> None:
+        await deliver_due_reminders(runner, now=datetime.now(UTC))
+
     jobs = [
         wakeup_source(settings, engine, streams).run(),
+        _every(settings.reminder_interval_seconds, remind_now, database, "Delivering reminders"),
         _every(settings.maintenance_interval_seconds, prune_now, database, "Pruning"),
     ]
     running = [asyncio.create_task(job) for job in jobs]

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     false,
     func,
     text,
@@ -114,6 +115,20 @@ tasks = Table(
     Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
     Index("ix_tasks_user_id_title_key_id", "user_id", "title_key", "id"),
     Index("uq_tasks_previous_id", "previous_id", unique=True),
+)
+
+# Open tasks whose reminder is due once remind_at passes: it has not been delivered for the
+# current remind_at value (sync: tasks.reminders). The index keeps the delivery's scan to them.
+REMINDER_PENDING = and_(
+    tasks.c.remind_at.is_not(None),
+    tasks.c.completed == false(),
+    tasks.c.reminded_for.is_distinct_from(tasks.c.remind_at),
+)
+Index(
+    "ix_tasks_reminder_pending",
+    tasks.c.remind_at,
+    postgresql_where=REMINDER_PENDING,
+    sqlite_where=REMINDER_PENDING,
 )
 
 # One row per tag of a task: "carries all of these tags" and the tag counts read the

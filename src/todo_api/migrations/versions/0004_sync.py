@@ -25,7 +25,7 @@ from types import ModuleType
 import sqlalchemy as sa
 from alembic import op
 
-from todo_api.schema import UTCDateTime
+from todo_api.schema import REMINDER_PENDING, UTCDateTime
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -160,6 +160,13 @@ SQLITE_DROP = [
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     op.add_column("tasks", sa.Column("reminded_for", UTCDateTime(), nullable=True))
+    op.create_index(
+        "ix_tasks_reminder_pending",
+        "tasks",
+        ["remind_at"],
+        postgresql_where=REMINDER_PENDING,
+        sqlite_where=REMINDER_PENDING,
+    )
     for name in ("change_seq", "pruned_seq"):
         op.add_column(
             "task_counts", sa.Column(name, sa.BigInteger(), nullable=False, server_default="0")
@@ -243,6 +250,7 @@ def downgrade() -> None:
     op.drop_table("task_feed")
     for name in ("feed_key", "pruned_seq", "change_seq"):
         op.drop_column("task_counts", name)
+    op.drop_index("ix_tasks_reminder_pending", "tasks")
     op.drop_column("tasks", "reminded_for")
 
 
