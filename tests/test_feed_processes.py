@@ -98,11 +98,13 @@ async def test_a_reader_paging_during_concurrent_writes_ends_with_the_final_stat
         assert copy == {task["id"]: task for task in final.json()}
         assert all(item["op"] in ("upsert", "delete") for item in items)
         # Each task's upserts arrive in the order of its changes, never one seen before: its
-        # versions only go up.
-        seen: dict[int, list[int]] = {}
+        # versions only go up. (A task is its id and creation time: SQLite may give a new task
+        # the id of the newest one deleted.)
+        seen: dict[tuple[int, str], list[int]] = {}
         for item in items:
             if item["op"] == "upsert":
-                seen.setdefault(item["task"]["id"], []).append(item["task"]["version"])
+                task = item["task"]
+                seen.setdefault((task["id"], task["created_at"]), []).append(task["version"])
         for versions in seen.values():
             assert versions == sorted(set(versions))
     finally:
