@@ -68,18 +68,20 @@ async def _fingerprint(request: Request) -> bytes:
     return digest.digest()
 
 
-async def replayable(
+async def written_once(
     request: Request,
     response: Response,
-    header: str,
+    header: str | None,
     tasks: TaskRepository,
     write: Write,
     *,
     status_code: int,
-) -> Response:
-    """`write`'s answer, stored under the key in the write's own transaction, or the answer
-    stored for an earlier identical request. A 4xx is stored like a success; anything else that
-    goes wrong is not, and the retry runs again."""
+) -> Task | Response:
+    """`write`'s answer. With an Idempotency-Key (`header`), stored under the key in the
+    write's own transaction, or the answer stored for an earlier identical request. A 4xx is
+    stored like a success; anything else that goes wrong is not, and the retry runs again."""
+    if header is None:
+        return await write(tasks)
     key = _key(header)
 
     async def stored_write(repository: TaskRepository) -> StoredResponse:

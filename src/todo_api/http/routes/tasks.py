@@ -18,7 +18,7 @@ from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
-from todo_api.http.idempotency import IDEMPOTENCY_RESPONSES, IdempotencyKey, replayable
+from todo_api.http.idempotency import IDEMPOTENCY_RESPONSES, IdempotencyKey, written_once
 from todo_api.http.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -197,9 +197,7 @@ async def create_task(
         response.headers["ETag"] = etag(task)
         return task
 
-    if idempotency_key is None:
-        return await create(tasks)
-    return await replayable(
+    return await written_once(
         request, response, idempotency_key, tasks, create, status_code=status.HTTP_201_CREATED
     )
 
@@ -267,9 +265,7 @@ async def complete_task(
         written = await repository.set_completed(task_id, completed, if_version=version)
         return _written(request, response, written)
 
-    if idempotency_key is None:
-        return await complete(tasks)
-    return await replayable(
+    return await written_once(
         request, response, idempotency_key, tasks, complete, status_code=status.HTTP_200_OK
     )
 
