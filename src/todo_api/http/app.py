@@ -23,12 +23,16 @@ from todo_api.http.middleware import (
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
+from todo_api.http.preconditions import precondition_failed
 from todo_api.http.rate_limiting import RateLimitMiddleware
-from todo_api.http.routes import health, tags, tasks
+from todo_api.http.routes import health, sync, tags, tasks
+from todo_api.jobs import background_jobs
+from todo_api.live.hub import StreamHub
 from todo_api.logs import configure_logging
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings, load_settings
+from todo_api.tasks.repository import PreconditionFailed
 
 EXPOSED_HEADERS = [
     "X-Total-Count",
@@ -38,7 +42,10 @@ EXPOSED_HEADERS = [
     "Retry-After",
     "RateLimit",
     "RateLimit-Policy",
+    "ETag",
+    "Idempotent-Replayed",
 ]
+SYNC_REQUEST_HEADERS = ["If-Match", "If-None-Match", "Idempotency-Key", "Last-Event-ID"]
 
 DESCRIPTION = """
 Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
@@ -58,6 +65,7 @@ def create_app(
         engine=engine,
         runner=create_runner(settings, engine),
         verifier=TokenVerifier.from_settings(settings),
+        streams=StreamHub(per_user=settings.streams_per_user),
         database=DatabaseState(migrated=not migrate_on_startup),
         rate_limiter=RateLimiter.from_settings(settings),
     )
@@ -76,7 +84,10 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         try:
-            yield
+            async with background_jobs(
+                settings, services.engine, services.runner, services.streams, services.database
+            ):
+                yield
         finally:
             if migrating is not None:
                 migrating.cancel()
@@ -89,7 +100,9 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_exception_handler(PreconditionFailed, precondition_failed)
     app.include_router(health.router)
+    app.include_router(sync.router)  # before the tasks' /{task_id} routes
     app.include_router(tasks.router)
     app.include_router(tags.router)
 
@@ -105,7 +118,7 @@ def create_app(
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, *SYNC_REQUEST_HEADERS],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )
