@@ -25,6 +25,7 @@ from todo_api.http.middleware import (
 )
 from todo_api.http.routes import health, tags, tasks
 from todo_api.logs import configure_logging
+from todo_api.mcp import TaskToolsServer
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.settings import Settings, load_settings
 
@@ -50,6 +51,11 @@ def create_app(
         verifier=TokenVerifier.from_settings(settings),
         database=DatabaseState(migrated=not migrate_on_startup),
     )
+    task_tools = TaskToolsServer(
+        services.verifier,
+        services.tasks_of,
+        authorization_server=settings.better_auth_base_url,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +71,8 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         try:
-            yield
+            async with task_tools.running():
+                yield
         finally:
             if migrating is not None:
                 migrating.cancel()
@@ -81,6 +88,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(tags.router)
+    app.router.routes.extend(task_tools.routes())
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.

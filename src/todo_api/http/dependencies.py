@@ -9,9 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from todo_api.auth import AuthError, TokenVerifier
+from todo_api.auth import TokenVerifier, authenticate_bearer
 from todo_api.database import DatabaseNotReady, DatabaseState, StatementRunner
-from todo_api.logs import current_request
 from todo_api.settings import Settings
 from todo_api.tasks.repository import TaskRepository
 
@@ -25,6 +24,12 @@ class Services:
     runner: StatementRunner  # the requests' statements (TaskRepository) and readiness
     verifier: TokenVerifier
     database: DatabaseState = field(default_factory=DatabaseState)
+
+    def tasks_of(self, user_id: str) -> TaskRepository:
+        """The user's own tasks, once the database has been migrated since start-up."""
+        if not self.database.migrated:
+            raise DatabaseNotReady
+        return TaskRepository(self.runner, user_id)
 
     async def aclose(self, *, dispose_engine: bool = True) -> None:
         await self.verifier.aclose()
@@ -57,19 +62,9 @@ class _CallersTasks(HTTPBearer):
 
     async def __call__(self, request: Request) -> TaskRepository:  # type: ignore[override]
         services = services_of(request)
-        credentials = await super().__call__(request)
-        if credentials is None:
-            if "authorization" not in request.headers:
-                raise AuthError(
-                    "Missing Authorization header; send 'Authorization: Bearer <token>'"
-                )
-            raise AuthError("Malformed Authorization header; expected 'Bearer <token>'")
-        principal = await services.verifier.authenticate(credentials.credentials)
-        if context := current_request.get():
-            context.user_id = principal.user_id
-        if not services.database.migrated:
-            raise DatabaseNotReady
-        return TaskRepository(services.runner, principal.user_id)
+        authorization = request.headers.get("authorization")
+        principal = await authenticate_bearer(services.verifier, authorization)
+        return services.tasks_of(principal.user_id)
 
 
 callers_tasks = _CallersTasks(

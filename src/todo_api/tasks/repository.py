@@ -175,7 +175,7 @@ _TAGS: Select[Any] = (
     .group_by(task_tags.c.tag)
     .order_by(task_tags.c.tag)
 )
-_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(*PUBLIC_COLUMNS)
 TagCounts = list[dict[str, Any]]  # [{"name": ..., "count": ...}]
 # Writes of one task that lost a race to another write are worked out again this many times.
 _WRITE_ATTEMPTS = 20
@@ -289,8 +289,10 @@ class TaskRepository:
         """The caller's tags by name, each with how many of the caller's tasks carry it."""
         return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
 
-    async def delete(self, task_id: int) -> bool:
-        return await self._one(_DELETE, task_id=task_id) is not None
+    async def delete(self, task_id: int) -> Task | None:
+        """The task as it was before it was deleted, or None if there was no such task."""
+        task = await self._one(_DELETE, task_id=task_id)
+        return None if task is None else task_from_row(task)
 
     async def _follow_completion(self, transaction: Transaction, task: Task) -> int | None:
         """The id of the next occurrence this completion created: None for a task that is not

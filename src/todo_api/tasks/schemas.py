@@ -33,6 +33,8 @@ from todo_api.schema import (
 )
 from todo_api.tasks.recurrence import InvalidRule, parse_rule
 
+MAX_TASK_ID = 2**63 - 1  # the largest id the database's BIGINT column holds
+
 
 def _reject_nul(value: str) -> str:
     # PostgreSQL's text types cannot hold U+0000; refused here, it is a 422 on every database.

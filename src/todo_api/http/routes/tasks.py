@@ -21,9 +21,14 @@ from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
 from todo_api.tasks.repository import Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
-from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
-
-MAX_TASK_ID = 2**63 - 1
+from todo_api.tasks.schemas import (
+    MAX_TASK_ID,
+    CompletionUpdate,
+    TaskCreate,
+    TaskQuery,
+    TaskRead,
+    TaskUpdate,
+)
 
 TASKS_PATH = "/api/tasks"
 GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
@@ -220,6 +225,5 @@ async def complete_task(
     summary="Delete a task",
 )
 async def delete_task(task_id: TaskId, tasks: UserTasks) -> Response:
-    if not await tasks.delete(task_id):
-        _found(None)
+    _found(await tasks.delete(task_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
