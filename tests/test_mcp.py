@@ -71,21 +71,37 @@ async def test_initialize_and_list_the_tools_with_their_schemas(server: Server, 
     # The arguments are the domain's own input models: the REST API's TaskCreate and TaskUpdate.
     add = listed["add_task"].input_schema
     assert add["required"] == ["title"]
-    assert {"title", "description"} <= set(add["properties"])
+    fields = {"title", "description", "priority", "tags", "due_at", "remind_at", "recurrence"}
+    assert set(add["properties"]) == fields | {"timezone", "user_id"}
+    assert add["properties"]["due_at"]["anyOf"][0]["format"] == "date-time"
     assert add["properties"]["title"]["maxLength"] == 200
     assert add["additionalProperties"] is False
     update = listed["update_task"].input_schema
     assert update["required"] == ["task_id"]
-    assert {"task_id", "title", "description", "completed"} <= set(update["properties"])
+    assert set(update["properties"]) == fields | {"task_id", "completed", "timezone", "user_id"}
     assert listed["complete_task"].input_schema["required"] == ["task_id"]
-    assert set(listed["list_tasks"].input_schema["properties"]) >= {"status", "limit"}
+    filters = {"status", "q", "priority", "tag", "due_after", "due_before", "overdue", "has_due"}
+    assert set(listed["list_tasks"].input_schema["properties"]) == filters | {
+        "sort",
+        "limit",
+        "offset",
+        "user_id",
+    }
     assert listed["list_tasks"].annotations is not None
     assert listed["list_tasks"].annotations.read_only_hint is True
     assert listed["delete_task"].annotations is not None
     assert listed["delete_task"].annotations.destructive_hint is True
     receipt = listed["add_task"].output_schema
     assert receipt is not None
-    assert set(receipt["properties"]) == {"task_id", "status", "title"}
+    assert set(receipt["properties"]) == {"task_id", "status", "title", "next_task_id"}
+    assert set(receipt["required"]) == {"task_id", "status", "title"}
+    # Written for a model: the formats, each with an example.
+    for name in ("add_task", "list_tasks"):
+        description = listed[name].description or ""
+        assert "RFC 3339" in description
+        assert "2026-01-09T17:00:00+01:00" in description
+        assert '"high"' in description
+    assert "FREQ=WEEKLY;BYDAY=FR" in (listed["add_task"].description or "")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
@@ -133,13 +149,99 @@ async def test_every_tool_over_the_sdk_client(server: Server, mode: str) -> None
 async def test_list_tasks_returns_the_tasks_as_the_rest_list_does(server: Server) -> None:
     user = new_user()
     with rest(server, user) as api:
-        for title in ("one", "two", "three"):
-            assert api.post("/api/tasks", json={"title": title}).status_code == 201
-        listed = api.get("/api/tasks", params={"limit": 2, "offset": 1})
+        for title, priority, tags in [
+            ("Plan the week", "high", ["work"]),
+            ("Plan a trip", "low", ["home", "travel"]),
+            ("Water plants", "medium", ["home"]),
+            ("Plan the party", "medium", ["home"]),
+        ]:
+            body = {"title": title, "priority": priority, "tags": tags}
+            assert api.post("/api/tasks", json=body).status_code == 201
+        for query, arguments in [
+            ({"limit": 2, "offset": 1}, {"limit": 2, "offset": 1}),
+            ({"q": "plan", "sort": "-priority"}, {"q": "plan", "sort": "-priority"}),
+            (
+                {"tag": "home", "priority": "low,medium"},
+                {"tag": ["home"], "priority": ["low", "medium"]},
+            ),
+            ({"sort": "title", "has_due": "false"}, {"sort": "title", "has_due": False}),
+        ]:
+            listed = api.get("/api/tasks", params=query)
+            async with mcp_client(server.url, token_for(user)) as client:
+                page = await succeeded(client, "list_tasks", **arguments)
+            assert page["tasks"] == listed.json(), query
+            assert page["total"] == int(listed.headers["x-total-count"]), query
+    titles = [task["title"] for task in page["tasks"]]
+    assert titles == ["Plan a trip", "Plan the party", "Plan the week", "Water plants"]
+
+
+async def test_the_organizing_fields_and_filters_through_the_tools(server: Server) -> None:
+    user = new_user()
     async with mcp_client(server.url, token_for(user)) as client:
-        page = await succeeded(client, "list_tasks", limit=2, offset=1)
-    assert page["tasks"] == listed.json()
-    assert page["total"] == int(listed.headers["x-total-count"]) == 3
+        review = await succeeded(
+            client,
+            "add_task",
+            title="Weekly review",
+            priority="HIGH",
+            tags=["Work", "planning", "work"],
+            due_at="2099-01-02T17:00:00+01:00",
+            remind_at="2099-01-02T15:30:00Z",
+            recurrence="RRULE:FREQ=WEEKLY;BYDAY=FR",
+            timezone="Europe/Berlin",
+        )
+        errand = await succeeded(
+            client, "add_task", title="Buy stamps", due_at="2020-01-01T09:00:00Z"
+        )
+        await succeeded(client, "add_task", title="Someday", priority="low")
+
+        overdue = await succeeded(client, "list_tasks", overdue=True)
+        assert [task["id"] for task in overdue["tasks"]] == [errand["task_id"]]
+        by_due = await succeeded(client, "list_tasks", has_due=True, sort="due_at")
+        assert [task["id"] for task in by_due["tasks"]] == [errand["task_id"], review["task_id"]]
+        window = await succeeded(
+            client,
+            "list_tasks",
+            due_after="2099-01-01T00:00:00Z",
+            due_before="2099-02-01T00:00:00+01:00",
+        )
+        [task] = window["tasks"]
+        assert task["priority"] == "high"
+        assert task["tags"] == ["planning", "work"]
+        assert task["due_at"] == "2099-01-02T16:00:00Z"
+        assert task["recurrence"] == "FREQ=WEEKLY;BYDAY=FR"
+        assert task["timezone"] == "Europe/Berlin"
+        assert (await succeeded(client, "list_tasks", tag=["work"], priority=["high"]))[
+            "total"
+        ] == 1
+
+        # Completing the recurring task schedules the next one, a week later, as REST does.
+        completed = await succeeded(client, "complete_task", task_id=review["task_id"])
+        next_id = completed["next_task_id"]
+        assert completed == {
+            "task_id": review["task_id"],
+            "status": "completed",
+            "title": "Weekly review",
+            "next_task_id": next_id,
+        }
+        # Completing it again creates nothing more.
+        assert "next_task_id" not in await succeeded(
+            client, "complete_task", task_id=review["task_id"]
+        )
+
+        changed = await succeeded(
+            client, "update_task", task_id=errand["task_id"], tags=[], due_at=None, priority="high"
+        )
+        assert changed["status"] == "updated"
+
+    with rest(server, user) as api:
+        following = api.get(f"/api/tasks/{next_id}").json()
+        assert following["due_at"] == "2099-01-09T16:00:00Z"
+        assert following["remind_at"] == "2099-01-09T15:30:00Z"
+        assert following["completed"] is False
+        assert api.get(f"/api/tasks/{review['task_id']}").json()["completed_at"] is not None
+        stamps = api.get(f"/api/tasks/{errand['task_id']}").json()
+        assert (stamps["tags"], stamps["due_at"], stamps["priority"]) == ([], None, "high")
+        assert len(api.get("/api/tasks").json()) == 4
 
 
 async def test_a_task_made_by_a_tool_is_the_rest_apis_and_back(server: Server) -> None:
@@ -183,6 +285,30 @@ async def test_invalid_arguments_are_tool_errors_naming_the_argument(server: Ser
         )
         assert "limit: Input should be less than or equal to 1000" in await failed(
             client, "list_tasks", limit=1001
+        )
+        assert "due_at: Must be an RFC 3339 date-time with an offset" in await failed(
+            client, "add_task", title="x", due_at="2026-01-09T16:00:00"
+        )
+        assert "priority: Must be 'low', 'medium' or 'high'" in await failed(
+            client, "add_task", title="x", priority="urgent"
+        )
+        assert "tags: Input should be a valid list" in await failed(
+            client, "add_task", title="x", tags=None
+        )
+        assert "timezone: Must be an IANA time zone name" in await failed(
+            client, "add_task", title="x", timezone="Mars/Olympus"
+        )
+        assert await failed(client, "add_task", title="x", recurrence="FREQ=DAILY") == (
+            "Invalid arguments: recurrence: A recurring task needs a due_at"
+        )
+        assert "recurrence: Invalid recurrence rule" in await failed(
+            client, "add_task", title="x", recurrence="FREQ=HOURLY", due_at="2026-01-09T16:00:00Z"
+        )
+        assert "sort: Must be one of" in await failed(client, "list_tasks", sort="newest")
+        assert "overdue: Must be 'true' or 'false'" in await failed(client, "list_tasks", overdue=1)
+        # A filter the list does not know is refused, never silently ignored.
+        assert "search: Extra inputs are not permitted" in await failed(
+            client, "list_tasks", search="milk"
         )
         assert "Unknown tool 'add_tasks'" in await failed(client, "add_tasks", title="x")
         # Nothing was written by any of them.

@@ -151,7 +151,7 @@ class TaskToolsServer:
 
 
 def _succeeded(result: BaseModel) -> CallToolResult:
-    structured = result.model_dump(mode="json")
+    structured = result.model_dump(mode="json", exclude_unset=True)
     # The same JSON as text too, for clients that read only the content blocks.
     text = json.dumps(structured, ensure_ascii=False)
     return CallToolResult(

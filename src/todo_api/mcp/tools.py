@@ -8,25 +8,18 @@ field the domain gains reaches agents without a change here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from todo_api.tasks.repository import Task, TaskRepository
-from todo_api.tasks.schemas import (
-    MAX_OFFSET,
-    MAX_TASK_ID,
-    PAGE_SIZE_DEFAULT,
-    PAGE_SIZE_MAX,
-    TaskCreate,
-    TaskRead,
-    TaskStatus,
-    TaskUpdate,
-)
+from todo_api.tasks.repository import TaskRepository, Written
+from todo_api.tasks.rules import InvalidTask
+from todo_api.tasks.schemas import MAX_TASK_ID, TaskCreate, TaskQuery, TaskRead, TaskUpdate
 
 Fields = TypeVar("Fields", bound=BaseModel)
 Model = TypeVar("Model", bound=BaseModel)
@@ -46,6 +39,11 @@ class TaskReceipt(BaseModel):
     task_id: int = Field(description="The task's id")
     status: Literal["created", "completed", "updated", "deleted"]
     title: str = Field(description="The task's title")
+    next_task_id: int | None = Field(
+        default=None,
+        description="Only when completing a recurring task created its next occurrence: "
+        "that task's id",
+    )
 
 
 class TaskPage(BaseModel):
@@ -53,16 +51,11 @@ class TaskPage(BaseModel):
     total: int = Field(description="How many of the user's tasks match, on all pages together")
 
 
-class ListTasksArguments(BaseModel):
-    """The list query the REST API takes (`GET /api/tasks`), as tool arguments."""
+class ListTasksArguments(TaskQuery):
+    """The REST list's query (`GET /api/tasks`) as tool arguments: an argument the list does
+    not know is refused rather than ignored, so a model never believes a filter applied."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    status: Annotated[TaskStatus, Strict(False)] = Field(
-        TaskStatus.ALL, description='"pending" (open), "completed" or "all"'
-    )
-    limit: int = Field(PAGE_SIZE_DEFAULT, ge=1, le=PAGE_SIZE_MAX, description="Page size")
-    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Tasks to skip, for the next pages")
+    model_config = ConfigDict(extra="forbid")
 
 
 class NoFields(BaseModel):
@@ -132,7 +125,8 @@ class ListTool(TaskTool[Fields]):
         fields = _validated(self.fields, _without(arguments, USER_ID), problems)
         if fields is None:
             raise ToolFailure(_described(problems))
-        return await self.run(tasks_of(user_id), fields)
+        with _rules_as_failures():
+            return await self.run(tasks_of(user_id), fields)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +134,7 @@ class OneTaskTool(TaskTool[Fields]):
     """A tool that changes one task and answers with a receipt naming it."""
 
     acts_on_one_task = True
-    change: Callable[[TaskRepository, int, Fields], Awaitable[Task | None]]
+    change: Callable[[TaskRepository, int, Fields], Awaitable[Written | None]]
     status: Literal["completed", "updated", "deleted"]
 
     def output_schema(self) -> dict[str, Any]:
@@ -153,11 +147,27 @@ class OneTaskTool(TaskTool[Fields]):
         fields = _validated(self.fields, _without(arguments, USER_ID, TASK_ID), problems)
         if reference is None or fields is None:
             raise ToolFailure(_described(problems))
-        task = await self.change(tasks_of(user_id), reference.task_id, fields)
-        if task is None:
+        with _rules_as_failures():
+            written = await self.change(tasks_of(user_id), reference.task_id, fields)
+        if written is None:
             # Another user's task reads exactly like a missing one.
             raise ToolFailure(f"Task {reference.task_id} not found")
-        return TaskReceipt(task_id=task["id"], status=self.status, title=task["title"])
+        receipt = TaskReceipt(
+            task_id=written.task["id"], status=self.status, title=written.task["title"]
+        )
+        if written.next_occurrence_id is not None:
+            receipt.next_task_id = written.next_occurrence_id
+        return receipt
+
+
+@contextmanager
+def _rules_as_failures() -> Iterator[None]:
+    """A rule spanning several fields, broken (a recurring task without a due date): reported
+    like any other invalid argument."""
+    try:
+        yield
+    except InvalidTask as error:
+        raise ToolFailure(f"Invalid arguments: {error.field}: {error.message}") from None
 
 
 def _without(arguments: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -189,20 +199,21 @@ async def _add(tasks: TaskRepository, fields: TaskCreate) -> TaskReceipt:
 
 
 async def _list(tasks: TaskRepository, query: ListTasksArguments) -> TaskPage:
-    page, total = await tasks.list(query.status, limit=query.limit, offset=query.offset)
+    page, total = await tasks.list(query)
     return TaskPage(tasks=[TaskRead.model_validate(task) for task in page], total=total)
 
 
-async def _complete(tasks: TaskRepository, task_id: int, _fields: NoFields) -> Task | None:
+async def _complete(tasks: TaskRepository, task_id: int, _fields: NoFields) -> Written | None:
     return await tasks.set_completed(task_id, True)
 
 
-async def _update(tasks: TaskRepository, task_id: int, fields: TaskUpdate) -> Task | None:
+async def _update(tasks: TaskRepository, task_id: int, fields: TaskUpdate) -> Written | None:
     return await tasks.update(task_id, fields.changes())
 
 
-async def _delete(tasks: TaskRepository, task_id: int, _fields: NoFields) -> Task | None:
-    return await tasks.delete(task_id)
+async def _delete(tasks: TaskRepository, task_id: int, _fields: NoFields) -> Written | None:
+    task = await tasks.delete(task_id)
+    return None if task is None else Written(task)
 
 
 # What each tool is for, told to the model that picks the tool and fills in its arguments.
@@ -210,34 +221,56 @@ _WHO = (
     " The tasks are always the signed-in user's own; `user_id` is optional and, if given, "
     "must be that user's id."
 )
+_WHEN = (
+    'RFC 3339 date-times with an offset, e.g. "2026-01-09T17:00:00+01:00" or '
+    '"2026-01-09T16:00:00Z"; a bare date or a time without an offset is refused, so work out '
+    "the user's offset first"
+)
 _ADD = (
-    "Create a task for the signed-in user. `title` says what to do (1 to 200 characters); "
-    "`description` holds any details the user gave (at most 2000 characters). Returns the new "
-    "task's id, which the other tools take as `task_id`. "
-    'Example: {"title": "Buy milk", "description": "Oat, 2 litres"} returns '
-    '{"task_id": 7, "status": "created", "title": "Buy milk"}.' + _WHO
+    "Create a task for the signed-in user. `title` says what to do (1 to 200 characters). "
+    "Optional: `description` (details, at most 2000 characters); `priority` "
+    '"low", "medium" (the default) or "high"; `tags`, short labels such as ["work", "errands"] '
+    "(lower-cased, at most 20); `due_at` and `remind_at`, " + _WHEN + "; `recurrence`, an "
+    'RFC 5545 RRULE such as "FREQ=WEEKLY;BYDAY=FR" or "FREQ=MONTHLY;BYMONTHDAY=1" (needs a '
+    "`due_at`; completing the task schedules the next one); `timezone`, the IANA zone the "
+    'recurrence keeps its local time in, e.g. "Europe/Berlin" (default "UTC"). Returns the '
+    "new task's id, which the other tools take as `task_id`. "
+    'Example: {"title": "Weekly review", "priority": "high", "tags": ["work"], '
+    '"due_at": "2026-01-09T16:00:00+01:00", "recurrence": "FREQ=WEEKLY;BYDAY=FR", '
+    '"timezone": "Europe/Berlin"} returns '
+    '{"task_id": 7, "status": "created", "title": "Weekly review"}.' + _WHO
 )
 _LIST = (
-    "List the signed-in user's tasks, newest first, each with its id, title, description, "
-    'completed, and created_at/updated_at (RFC 3339, UTC). `status`: "pending" for open '
-    'tasks, "completed", or "all" (the default). At most `limit` tasks (default 100, at most '
-    "1000) after skipping `offset`; `total` counts all the matching tasks. Use it to find a "
-    "task's id before completing, changing or deleting it. "
-    'Example: {"status": "pending", "limit": 20} returns '
-    '{"tasks": [{"id": 7, "title": "Buy milk", "completed": false, ...}], "total": 1}.' + _WHO
+    "List the signed-in user's tasks as full task objects (id, title, description, completed, "
+    "completed_at, priority, tags, due_at, remind_at, recurrence, timezone, version, "
+    "created_at, updated_at; times in UTC with Z). Optional filters, all applied together: "
+    '`status` "pending" (open), "completed" or "all" (the default); `q`, words that must all '
+    'occur in the title or description; `priority`, any of e.g. ["high", "medium"]; `tag`, all '
+    'of e.g. ["work"]; `due_after` and `due_before`, ' + _WHEN + "; `overdue` true for open "
+    "tasks past their due time; `has_due` true or false. `sort`: "
+    '"-created_at" (newest first, the default), "due_at" (soonest first, undated last), '
+    '"-priority" (high first), "title", "updated_at"; a leading "-" means descending. At most '
+    "`limit` tasks (default 100, at most 1000) after skipping `offset`; `total` counts every "
+    "match. Use it to find a task's id before completing, changing or deleting it. "
+    'Example: {"status": "pending", "overdue": true, "sort": "due_at"} returns '
+    '{"tasks": [{"id": 7, "title": "Weekly review", "completed": false, "priority": "high", '
+    '"due_at": "2026-01-09T15:00:00Z", ...}], "total": 1}.' + _WHO
 )
 _COMPLETE = (
-    "Mark a task as done: sets completed to true (calling it again changes nothing). To reopen "
-    'a task, use update_task with {"completed": false}. '
-    'Example: {"task_id": 7} returns {"task_id": 7, "status": "completed", "title": "Buy milk"}.'
-    + _WHO
+    "Mark a task as done: sets completed to true (calling it again changes nothing). Completing "
+    "a recurring task creates its next occurrence, whose id comes back as `next_task_id`. To "
+    'reopen a task, use update_task with {"completed": false}. '
+    'Example: {"task_id": 7} returns {"task_id": 7, "status": "completed", '
+    '"title": "Weekly review", "next_task_id": 8}.' + _WHO
 )
 _UPDATE = (
     "Change a task: give its `task_id` and only the fields to change; the others keep their "
-    "value. `title` (1 to 200 characters), `description` (at most 2000 characters; null "
-    "removes it), `completed` (true or false). "
-    'Example: {"task_id": 7, "title": "Buy oat milk", "description": null} returns '
-    '{"task_id": 7, "status": "updated", "title": "Buy oat milk"}.' + _WHO
+    "value. Any of `title`, `description`, `completed` (true or false), `priority`, `tags` "
+    "(the new list; [] removes them all), `due_at`, `remind_at`, `recurrence`, `timezone`, in "
+    "the formats add_task describes; null removes `description`, `due_at`, `remind_at` or "
+    "`recurrence`. "
+    'Example: {"task_id": 7, "due_at": "2026-01-10T09:00:00+01:00", "priority": "high"} '
+    'returns {"task_id": 7, "status": "updated", "title": "Weekly review"}.' + _WHO
 )
 _DELETE = (
     "Delete a task for good. There is no undo: only when the user asked for it. "

@@ -377,6 +377,8 @@ def _tag_filter(tags: list[str]) -> list[str]:
 
 
 def _query_bool(value: Any) -> bool:
+    if isinstance(value, bool):  # a JSON boolean, where the query comes as JSON (MCP tools)
+        return value
     if value in ("true", "false"):
         return bool(value == "true")
     raise PydanticCustomError("bool_parsing", "Must be 'true' or 'false'")
