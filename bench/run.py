@@ -12,7 +12,8 @@ Setup, all by this script: wrk from Debian's packages if it is missing, a throwa
 the PostgreSQL server (`--server`, default postgresql://postgres@127.0.0.1:5432/postgres),
 migrations, 100 users x 50 tasks plus one user with 10,000 tasks, and one pre-minted token per
 user. The service runs as production would (ENVIRONMENT=production, INFO logging as JSON lines
-to a file, no reload) pinned to one core with taskset; wrk runs pinned to the other core.
+to a file, no reload), except without rate limits (RATE_LIMIT=0; `--env RATE_LIMIT=...` to
+measure with one), pinned to one core with taskset; wrk runs pinned to the other core.
 
 Each (workload, connections) pair gets a warm-up and then `--runs` measured runs; the table shows
 medians. A run with any non-2xx answer or socket error is invalid and makes the exit status 1.
@@ -180,6 +181,9 @@ def _bench(
         # both slower and more costly than one served (RESULTS.md, step 8).
         "DB_POOL_SIZE": str(-(-max(args.connections) // args.workers)),
         "DB_MAX_OVERFLOW": "0",
+        # wrk sends each user's requests far faster than a person would, so measure without a
+        # limit (--env RATE_LIMIT=1000000/minute, and REDIS_URL, measure one that never refuses).
+        "RATE_LIMIT": "0",
         **auth.environment,
         **dict(item.split("=", 1) for item in args.env),
     }
@@ -224,7 +228,8 @@ def _bench(
         f"Server: {served} --workers {args.workers}, pinned to CPU {args.server_cpus} "
         f"(taskset); wrk -t{args.wrk_threads} pinned to CPU {args.wrk_cpus}; "
         f"auth {args.auth}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
-        f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']}; "
+        f"DB_POOL_SIZE={env['DB_POOL_SIZE']} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']} "
+        f"RATE_LIMIT={env['RATE_LIMIT']}{' REDIS_URL set' if env.get('REDIS_URL') else ''}; "
         f"{args.runs} x {args.duration:g}s runs per row after {args.warmup:g}s warm-up",
         flush=True,
     )
@@ -262,6 +267,7 @@ def _bench(
             "auth": args.auth,
             "log_level": args.log_level,
             "log_json": args.log_json,
+            "rate_limit": env["RATE_LIMIT"],
             "duration_s": args.duration,
             "runs": args.runs,
             "warmup_s": args.warmup,

@@ -32,6 +32,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "better_auth_secret": SECRET,
+        # Every in-process request comes from one address, whose budget the whole session would
+        # share: tests/test_rate_limits.py turns limits on for the apps it makes.
+        "rate_limit": "0",
         "_env_file": None,
     }
     return Settings(**(values | overrides))
@@ -132,7 +135,9 @@ class GuidePathsTransport(httpx.AsyncBaseTransport):
         path = request.url.raw_path
         prefix = b"/api/tasks"
         if path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in (b"", b"/", b"?"):
-            user = quote(_unverified_subject(request.headers.get("authorization")), safe="")
+            subject = _unverified_subject(request.headers.get("authorization"))
+            # A lone surrogate in a (refused) subject still makes a path: its bytes escaped.
+            user = quote(subject, safe="", errors="surrogatepass")
             guide = f"/api/{user}/tasks".encode() + path[len(prefix) :]
             request.url = request.url.copy_with(raw_path=guide)
         return await self._inner.handle_async_request(request)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import jwt
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from jwt.algorithms import get_default_algorithms
 
 from tests.conftest import SECRET, auth, client_for, make_settings, new_user, token_for
 from todo_api.http.app import create_app
@@ -21,6 +24,30 @@ def unsigned_token(claims: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def signed_token(header: Any, claims: Any, *, key: Any = SECRET, algorithm: str = "HS256") -> str:
+    """A correctly signed token whose header and claims are any JSON value (non-finite numbers
+    and lone surrogates included) or raw bytes, so only the checks of header and claims can
+    refuse it."""
+
+    def part(value: Any) -> bytes:
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = part(header) + b"." + part(claims)
+    signer = get_default_algorithms()[algorithm]
+    signature = signer.sign(signing_input, signer.prepare_key(key))
+    return f"{signing_input.decode()}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def fresh_claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": new_user(), "iat": now, "exp": now + 600} | changes
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def expect_401(response, detail_fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -134,7 +161,22 @@ async def test_other_hmac_algorithms_are_refused(
     expect_401(response, f'"{algorithm}" is not accepted')
 
 
-@pytest.mark.parametrize("subject", [None, "", "   ", 42, ["a"], "u" * 256, "user\u0000"])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        None,
+        "",
+        "   ",
+        42,
+        True,
+        ["a"],
+        {"id": "a"},
+        "u" * 256,
+        "user\u0000",
+        "user\ud800",
+        "\udfff",
+    ],
+)
 async def test_missing_or_bad_subject(client: AsyncClient, subject: object) -> None:
     response = await client.get("/api/tasks", headers=auth(subject))  # type: ignore[arg-type]
     expect_401(response, "sub")
@@ -193,3 +235,80 @@ async def test_audience_in_token_is_fine_when_none_is_configured(
 ) -> None:
     response = await client.get("/api/tasks", headers=auth(user, aud="http://localhost:3000"))
     assert response.status_code == 200
+
+
+async def test_signed_token_helper_makes_tokens_the_service_accepts(client: AsyncClient) -> None:
+    token = signed_token({"alg": "HS256", "typ": "JWT"}, fresh_claims())
+    assert (await client.get("/api/tasks", headers=bearer(token))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "crit", [["x-unknown"], ["b64"], ["exp"], [], "x-unknown", [1], None, {"x-unknown": True}]
+)
+async def test_critical_header_extension_is_refused(client: AsyncClient, crit: Any) -> None:
+    header = {"alg": "HS256", "crit": crit, "x-unknown": True, "b64": True}
+    response = await client.get("/api/tasks", headers=bearer(signed_token(header, fresh_claims())))
+    expect_401(response, "critical extensions (crit)")
+
+
+@pytest.mark.parametrize("header", [[], ["HS256"], "HS256", None, 1, 1.5, True])
+async def test_header_that_is_not_an_object_is_refused(client: AsyncClient, header: Any) -> None:
+    response = await client.get("/api/tasks", headers=bearer(signed_token(header, fresh_claims())))
+    expect_401(response, "header is not a JSON object")
+
+
+@pytest.mark.parametrize("header", [{}, {"alg": 256}, {"alg": ["HS256"]}, {"alg": None}])
+async def test_algorithm_that_is_missing_or_not_a_string_is_refused(
+    client: AsyncClient, header: dict[str, Any]
+) -> None:
+    response = await client.get("/api/tasks", headers=bearer(signed_token(header, fresh_claims())))
+    expect_401(response, '"alg" must be a string')
+
+
+@pytest.mark.parametrize("kid", [7, None, True, ["k"], {"k": "v"}])
+async def test_key_id_that_is_not_a_string_is_refused(client: AsyncClient, kid: Any) -> None:
+    header = {"alg": "HS256", "kid": kid}
+    response = await client.get("/api/tasks", headers=bearer(signed_token(header, fresh_claims())))
+    expect_401(response, '("kid") must be a string')
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ([], "payload is not a JSON object"),
+        ("sub", "payload is not a JSON object"),
+        (1, "payload is not a JSON object"),
+        (None, "payload is not a JSON object"),
+        (b"{not json", "payload is not base64url-encoded JSON"),
+        (b"\xff\xfe", "payload is not base64url-encoded JSON"),
+        (b'{"sub": "u", "exp": 1' + b"0" * 5000 + b"}", "payload is not base64url-encoded JSON"),
+        (b"[" * 10_000 + b"]" * 10_000, "payload is not base64url-encoded JSON"),
+    ],
+)
+async def test_payload_that_is_not_a_json_object_is_refused(
+    client: AsyncClient, payload: Any, fragment: str
+) -> None:
+    token = signed_token({"alg": "HS256"}, payload)
+    expect_401(await client.get("/api/tasks", headers=bearer(token)), fragment)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        *["9999999999", "1", "", True, False, None, [1], {"t": 1}, math.inf, -math.inf, math.nan],
+        pytest.param(10**400, id="10**400"),
+    ],
+)
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+async def test_numeric_date_that_is_not_a_json_number_is_refused(
+    client: AsyncClient, claim: str, value: Any
+) -> None:
+    token = signed_token({"alg": "HS256"}, fresh_claims(**{claim: value}))
+    expect_401(await client.get("/api/tasks", headers=bearer(token)), f'claim "{claim}" must be')
+
+
+async def test_fractional_numeric_dates_are_accepted(client: AsyncClient) -> None:
+    now = time.time()
+    claims = fresh_claims(iat=now - 0.5, nbf=now - 0.25, exp=now + 600.5)
+    token = signed_token({"alg": "HS256"}, claims)
+    assert (await client.get("/api/tasks", headers=bearer(token))).status_code == 200

@@ -122,6 +122,9 @@ def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> 
         assert row["server_cpu_ms_per_request"] > 0
     assert all(mb > 0 for mb in result["peak_rss_mb_per_worker"])
     assert "pinned to CPU" in stdout
+    # Rate limits are off unless asked for: wrk is not a person.
+    assert "RATE_LIMIT=0" in stdout
+    assert result["setup"]["rate_limit"] == "0"
 
 
 @pytest.mark.postgres

@@ -104,7 +104,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None:
         "ix_tasks_user_id_completed",
         "ix_tasks_user_id_created_at_id",
     } <= indexes
-    assert version == [("0003",)]
+    assert version == [("0004",)]
 
 
 def test_unreachable_database_gives_up_with_one_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from httpx import AsyncClient
 
 from tests.conftest import SECRET, auth, client_for, make_settings, new_user
 from tests.issuer import ALGORITHMS, JwksIssuer, SigningKey, generate_private_key
-from tests.test_auth import expect_401, unsigned_token
+from tests.test_auth import expect_401, signed_token, unsigned_token
 from todo_api.http.app import create_app
 
 Serve = Callable[..., AbstractAsyncContextManager[AsyncClient]]
@@ -350,6 +350,40 @@ async def test_token_without_kid(
     token = jwt.encode(claims, keys["ES256"].private_key, "ES256")
     async with serve(issuer) as client:
         expect_401(await client.get("/api/tasks", headers=bearer(token)), '"kid"')
+
+
+@pytest.mark.parametrize(
+    ("header", "claims", "fragment"),
+    [
+        ({"crit": ["x-unknown"], "x-unknown": True}, {}, "critical extensions (crit)"),
+        ({"kid": 7}, {}, '("kid") must be a string'),
+        ({"kid": ""}, {}, '"kid"'),
+        ({"alg": ["EdDSA"]}, {}, '"alg" must be a string'),
+        ({}, {"exp": "9999999999"}, 'claim "exp" must be'),
+        ({}, {"nbf": True}, 'claim "nbf" must be'),
+        ({}, {"iat": 1e999}, 'claim "iat" must be'),
+        ({}, {"sub": 42}, "subject (sub)"),
+        ({}, {"sub": "user\ud800"}, "subject (sub)"),
+        ({}, {"iss": ["x"]}, "issuer"),
+        ({}, {"aud": {"x": 1}}, "aud"),
+    ],
+)
+async def test_header_and_claim_types_are_checked(
+    serve: Serve,
+    issuer: JwksIssuer,
+    keys: dict[str, SigningKey],
+    header: dict[str, Any],
+    claims: dict[str, Any],
+    fragment: str,
+) -> None:
+    key = keys["EdDSA"]
+    now = int(time.time())
+    payload = {"sub": new_user(), "exp": now + 600, "iss": issuer.url, "aud": issuer.url} | claims
+    token = signed_token(
+        {"alg": "EdDSA", "kid": key.kid} | header, payload, key=key.private_key, algorithm="EdDSA"
+    )
+    async with serve(issuer) as client:
+        expect_401(await client.get("/api/tasks", headers=bearer(token)), fragment)
 
 
 @pytest.mark.parametrize(

@@ -58,4 +58,6 @@ SERVICE_VARIABLES = (
     "WORKERS",
     "LOG_LEVEL",
     "LOG_JSON",
+    "RATE_LIMIT",
+    "REDIS_URL",
 )

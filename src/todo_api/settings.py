@@ -8,7 +8,9 @@ import secrets
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import limits
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -79,6 +81,27 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
+    # Requests per caller (the token's user, or the client address without a valid token), in
+    # the `limits` library's notation ("600/minute", "100 per 10 seconds"); "0" turns it off.
+    rate_limit: str = "600/minute"
+    # Where the budgets are counted when every process and replica must share them.
+    redis_url: str | None = None
+    redis_key_prefix: str = Field(default="todo-api", min_length=1)
+    # Live updates and reminders (docs/sync.md). Behind a transaction-mode pooler, LISTEN needs
+    # a direct connection: DB_LISTEN_URL (Neon's is derived from DATABASE_URL); without one,
+    # open streams are served by polling every stream_poll_seconds.
+    db_listen_url: str | None = None
+    stream_poll_seconds: float = Field(default=0.25, gt=0, le=5)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    streams_per_user: int = Field(default=10, ge=1)
+    reminder_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Deletions stay in the change feed at least this long (the contract's minimum is 30 days).
+    feed_tombstone_days: float = Field(default=30.0, ge=30)
+    maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # For tests only: after an idempotent write commits, wait this long before answering, so
+    # that a test can kill the process between the two. Leave it at 0.
+    test_pause_after_idempotent_write_seconds: float = Field(default=0.0, ge=0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
@@ -100,6 +123,31 @@ class Settings(BaseSettings):
         if value is not None and not value.strip().lower().startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return None if value is None else value.strip()
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        value = value.strip()
+        if value != "0":
+            _parse_rate(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        return value
+
+    @property
+    def rate_limit_item(self) -> limits.RateLimitItem | None:
+        """The budget each caller has; None when limiting is off."""
+        return None if self.rate_limit == "0" else _parse_rate(self.rate_limit)
 
     @property
     def jwks_url(self) -> str | None:
@@ -126,11 +174,26 @@ class Settings(BaseSettings):
         "better_auth_jwks_url",
         "jwt_issuer",
         "jwt_audience",
+        "redis_url",
+        "db_listen_url",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+
+def _parse_rate(value: str) -> limits.RateLimitItem:
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(
+            f"{value!r} is not one rate; use a number of requests per period such as "
+            "600/minute or 100 per 10 seconds, or 0 for no limit"
+        )
+    return items[0]
 
 
 def load_settings(**overrides: Any) -> Settings:

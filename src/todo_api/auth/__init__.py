@@ -1,6 +1,6 @@
 """Who is calling: bearer tokens verified with the shared secret (HS256) or the issuer's JWKS."""
 
-from todo_api.auth.bearer import authenticate_bearer, bearer_token
+from todo_api.auth.bearer import authenticate_bearer, authenticate_token, bearer_token
 from todo_api.auth.errors import AuthError, KeysUnavailableError, Principal
 from todo_api.auth.verifier import TokenVerifier, mint_token
 
@@ -10,6 +10,7 @@ __all__ = [
     "Principal",
     "TokenVerifier",
     "authenticate_bearer",
+    "authenticate_token",
     "bearer_token",
     "mint_token",
 ]

@@ -20,6 +20,11 @@ def bearer_token(authorization: str | None) -> str:
 
 async def authenticate_bearer(verifier: TokenVerifier, authorization: str | None) -> Principal:
     """Who sends this `Authorization` header; from here on the request's log lines name them."""
-    principal = await verifier.authenticate(bearer_token(authorization))
+    return await authenticate_token(verifier, bearer_token(authorization))
+
+
+async def authenticate_token(verifier: TokenVerifier, token: str) -> Principal:
+    """Who this bearer token names; from here on the request's log lines name them."""
+    principal = await verifier.authenticate(token)
     tag_user(principal.user_id)
     return principal

@@ -3,20 +3,27 @@
 The token's `alg` decides how it is checked, and each kind has exactly one source of keys:
 HS256 only ever with the shared secret, an asymmetric algorithm only with a key from the
 issuer's JWKS whose type fits that algorithm. So neither kind can pass as the other.
+
+Header and claims are held to the types RFC 7515 and RFC 7519 give them before any key is
+looked up: a JSON object each, `alg` and `kid` strings, no `crit` (no extension is supported),
+exp/nbf/iat JSON numbers. PyJWT alone would read `"exp": "9999999999"` as a date.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import jwt
+from jwt.utils import base64url_decode
 
 from todo_api.auth.cache import VerifiedTokenCache
 from todo_api.auth.errors import AuthError, Principal
 from todo_api.auth.jwks import ASYMMETRIC_ALGORITHMS, JwksKeySource
-from todo_api.schema import USER_ID_MAX
+from todo_api.schema import USER_ID_MAX, unstorable_character
 from todo_api.settings import Settings, check_auth_configured
 
 HMAC_ALGORITHMS = ("HS256",)
@@ -76,8 +83,9 @@ class TokenVerifier:
     async def authenticate(self, token: str) -> Principal:
         if (known := self._cache.get(token)) is not None:
             return known
-        header = _header_of(token)
-        algorithm = header["alg"]
+        header, unverified_claims = _parts_of(token)
+        algorithm = _algorithm_of(header)
+        _check_numeric_dates(unverified_claims)
         if algorithm in HMAC_ALGORITHMS and self._secret is not None:
             claims = self._decode(token, self._secret, algorithm, self._issuer, self._audience)
         elif algorithm in ASYMMETRIC_ALGORITHMS and self._jwks is not None:
@@ -91,8 +99,8 @@ class TokenVerifier:
                 f'Token algorithm "{algorithm}" is not accepted; expected '
                 + " or ".join(self._accepted)
             )
-        principal = self._principal(claims)
-        self._cache.put(token, principal, valid_until=float(claims["exp"]) + self._leeway)
+        principal = self._principal(claims, valid_until=float(claims["exp"]) + self._leeway)
+        self._cache.put(token, principal, valid_until=principal.valid_until)
         return principal
 
     async def aclose(self) -> None:
@@ -137,27 +145,79 @@ class TokenVerifier:
             raise AuthError(f"Token is invalid: {error}") from None
 
     @staticmethod
-    def _principal(claims: dict[str, Any]) -> Principal:
+    def _principal(claims: dict[str, Any], *, valid_until: float) -> Principal:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip() or len(subject) > USER_ID_MAX:
             raise AuthError(_BAD_SUBJECT)
-        if "\x00" in subject:  # PostgreSQL cannot store it: no user could ever own a task
-            raise AuthError("Token subject (sub) must not contain NUL (\\u0000) characters")
-        return Principal(user_id=subject)
+        if unstorable_character(subject) is not None:  # no user could ever own a task
+            raise AuthError(
+                "Token subject (sub) must not contain NUL (\\u0000) or unpaired surrogate "
+                "(\\ud800 to \\udfff) characters"
+            )
+        return Principal(user_id=subject, valid_until=valid_until)
 
 
 _BAD_SUBJECT = f"Token subject (sub) must be a non-empty string of at most {USER_ID_MAX} characters"
 
 
-def _header_of(token: str) -> dict[str, Any]:
+def _parts_of(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The token's header and claims, decoded but not verified yet (JWS compact form)."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise AuthError("Token is malformed: expected a JWT (header.payload.signature)")
+    return _json_object(segments[0], "header"), _json_object(segments[1], "payload")
+
+
+def _json_object(segment: str, name: str) -> dict[str, Any]:
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
-        raise AuthError("Token is malformed: expected a JWT (header.payload.signature)") from None
+        value = json.loads(base64url_decode(segment))
+    except (ValueError, RecursionError):  # base64, UTF-8, JSON syntax, or a number too long
+        raise AuthError(f"Token is malformed: its {name} is not base64url-encoded JSON") from None
+    if not isinstance(value, dict):
+        raise AuthError(f"Token is malformed: its {name} is not a JSON object")
+    return value
+
+
+def _algorithm_of(header: dict[str, Any]) -> str:
+    """The algorithm a well-formed header names (RFC 7515 section 4.1)."""
+    if "crit" in header:
+        # The service implements no JWS extension, so no critical one can be honoured.
+        raise AuthError(
+            "Token header lists critical extensions (crit) that this service does not support"
+        )
     algorithm = header.get("alg")
-    if not isinstance(algorithm, str) or algorithm.lower() == "none":
+    if not isinstance(algorithm, str):
+        raise AuthError('Token header has no algorithm: "alg" must be a string')
+    if algorithm.lower() == "none":
         raise AuthError("Token is unsigned (alg: none); a signed token is required")
-    return header
+    if not isinstance(header.get("kid", ""), str):
+        raise AuthError('Token header\'s key id ("kid") must be a string')
+    return algorithm
+
+
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+_JSON_KINDS = {str: "a string", bool: "a boolean", type(None): "null", list: "an array"}
+
+
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    """exp, nbf and iat are NumericDates: JSON numbers (RFC 7519), not "1700000000" or true."""
+    for name in NUMERIC_DATE_CLAIMS:
+        if name in claims and not _is_numeric_date(value := claims[name]):
+            kind = _JSON_KINDS.get(type(value), "an object" if isinstance(value, dict) else None)
+            raise AuthError(
+                f'Token claim "{name}" must be a number of seconds since 1970 (a NumericDate), '
+                f"not {kind or 'a number out of range'}"
+            )
+
+
+def _is_numeric_date(value: Any) -> bool:
+    # bool is an int to Python, and json reads NaN, Infinity and 1e999 as floats.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _accepted_forms(url: str | None) -> list[str] | None:

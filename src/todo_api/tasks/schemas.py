@@ -30,23 +30,31 @@ from todo_api.schema import (
     TAGS_PER_TASK,
     TIMEZONE_MAX,
     TITLE_MAX,
+    unstorable_character,
 )
 from todo_api.tasks.recurrence import InvalidRule, parse_rule
 
 MAX_TASK_ID = 2**63 - 1  # the largest id the database's BIGINT column holds
 
 
-def _reject_nul(value: str) -> str:
-    # PostgreSQL's text types cannot hold U+0000; refused here, it is a 422 on every database.
-    if "\x00" in value:
-        raise PydanticCustomError("nul_character", "May not contain NUL (\\u0000) characters")
+def _storable_text(value: Any) -> Any:
+    # Text a database column cannot hold is refused before any other check of a string, so it is
+    # a 422 on every database, with a message that names the character.
+    if isinstance(value, str) and (character := unstorable_character(value)) is not None:
+        if character == "\x00":
+            raise PydanticCustomError("nul_character", "May not contain NUL (\\u0000) characters")
+        raise PydanticCustomError(
+            "surrogate_character",
+            "May not contain an unpaired surrogate ({character}): UTF-8 cannot encode it",
+            {"character": f"\\u{ord(character):04x}"},
+        )
     return value
 
 
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     Field(
         description="1 to 200 characters once surrounding white space is trimmed",
         examples=["Weekly review"],
@@ -55,7 +63,7 @@ Title = Annotated[
 Description = Annotated[
     str,
     StringConstraints(max_length=DESCRIPTION_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     Field(description="at most 2000 characters", examples=["Inbox zero, plan next week"]),
 ]
 
@@ -118,7 +126,7 @@ def _tag_set(tags: list[str]) -> list[str]:
     return merged
 
 
-Tag = Annotated[str, AfterValidator(_reject_nul), AfterValidator(_tag)]
+Tag = Annotated[str, BeforeValidator(_storable_text), AfterValidator(_tag)]
 Tags = Annotated[
     list[Tag],
     AfterValidator(_tag_set),
@@ -177,7 +185,7 @@ def _recurrence(value: str) -> str:
 Recurrence = Annotated[
     str,
     StringConstraints(max_length=RECURRENCE_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     AfterValidator(_recurrence),
     Field(
         description="An RFC 5545 RRULE value: FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, optional "
@@ -204,7 +212,7 @@ def _time_zone(value: str) -> str:
 TimeZone = Annotated[
     str,
     StringConstraints(max_length=TIMEZONE_MAX),
-    AfterValidator(_reject_nul),
+    BeforeValidator(_storable_text),
     AfterValidator(_time_zone),
     Field(
         description="IANA time zone in which the recurrence is expanded",
@@ -366,7 +374,9 @@ def _comma_separated(values: Any) -> list[str]:
 
 
 def _tag_filter(tags: list[str]) -> list[str]:
-    merged = sorted({tag.lower() for tag in tags})
+    # Held to the rules of a task's tags: one no task can carry is refused rather than matched,
+    # and text no database can store never reaches one.
+    merged = sorted({_tag(_storable_text(tag)) for tag in tags})
     if len(merged) > TAGS_PER_TASK:
         raise PydanticCustomError(
             "too_many_tags",
@@ -397,7 +407,7 @@ class TaskQuery(BaseModel):
     q: Annotated[
         str | None,
         StringConstraints(max_length=Q_MAX),
-        AfterValidator(lambda value: value if value is None else _reject_nul(value)),
+        BeforeValidator(_storable_text),
         Field(
             description="Every white-space-separated word occurs in the title or the "
             "description, case-insensitively (all of Unicode)",
