@@ -76,6 +76,10 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=30,
+        # A worker imports the app (FastAPI, SQLAlchemy, the MCP SDK...) before it is ready; on
+        # a busy or small machine that can pass uvicorn's default of 5 s, after which uvicorn
+        # kills the worker and starts another, forever. The same time bounds its liveness ping.
+        timeout_worker_healthcheck=60,
     )
 
 
