@@ -226,6 +226,7 @@ async def test_link_keeps_every_parameter(
     [
         ({"q": "x" * 201}, "q"),
         ({"q": "nul\u0000"}, "q"),
+        ({"tag": "work,nul\u0000"}, "tag"),
         ({"priority": "urgent"}, "priority"),
         ({"priority": "high,none"}, "priority"),
         ({"tag": ",".join(f"t{n}" for n in range(21))}, "tag"),

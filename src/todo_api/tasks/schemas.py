@@ -372,7 +372,7 @@ def _comma_separated(values: Any) -> list[str]:
 
 
 def _tag_filter(tags: list[str]) -> list[str]:
-    merged = sorted({tag.lower() for tag in tags})
+    merged = sorted({_storable_text(tag).lower() for tag in tags})
     if len(merged) > TAGS_PER_TASK:
         raise PydanticCustomError(
             "too_many_tags",
