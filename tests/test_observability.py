@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 from httpx import AsyncClient
 
-from tests.conftest import auth
+from tests.conftest import auth, make_settings
+from todo_api.logs import configure_logging
 
 
 async def test_request_id_is_generated(client: AsyncClient) -> None:
@@ -124,3 +125,35 @@ async def test_cors_refuses_other_origins(client: AsyncClient, user: str) -> Non
         "/api/tasks", headers=auth(user) | {"Origin": "https://evil.example"}
     )
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_refused_cors_preflight_is_a_json_error(client: AsyncClient) -> None:
+    response = await client.options(
+        "/api/tasks",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, x-unknown",
+        },
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert detail.startswith("Disallowed CORS origin, headers")
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_client_cannot_split_a_text_log_line(
+    client: AsyncClient, user: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging(make_settings("sqlite+aiosqlite://", log_json=False))
+    try:
+        await client.get("/api/tasks%0A2026-01-01 INFO forged: GET /x 200", headers=auth(user))
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "todo_api.access" in line]
+    assert len(lines) == 1
+    assert "\\x0a2026-01-01 INFO forged" in lines[0]

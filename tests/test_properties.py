@@ -13,6 +13,7 @@ few seconds each. PROPERTY_EXAMPLES=2000 runs more examples, with fresh randomne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -137,12 +138,17 @@ class Operation:
         return dumps({name: samples.get(kind) for name, kind in self.required})
 
 
-def operations_of(app: FastAPI) -> list[Operation]:
+def operations_of(app: FastAPI, *, streams: bool = False) -> list[Operation]:
+    """The operations the app documents; those answering with an endless event stream only
+    when `streams` is true (a stream that opens never ends, so it needs a property of its own)."""
     document = app.openapi()
     schemas = document.get("components", {}).get("schemas", {})
     found = []
     for path, item in document["paths"].items():
         for method, operation in item.items():
+            answers = operation.get("responses", {}).get("200", {}).get("content", {})
+            if ("text/event-stream" in answers) != streams:
+                continue
             content = operation.get("requestBody", {}).get("content", {})
             body = content.get("application/json", {}).get("schema")
             models = [schemas[ref.rsplit("/", 1)[1]] for ref in _refs(body)]
@@ -288,6 +294,24 @@ async def test_any_header_values(caller: Caller, data: st.DataObject) -> None:
     sent = odd.get("X-Request-ID")
     if sent is not None and not re.fullmatch(rb"[A-Za-z0-9._:@/+=-]{1,128}", sent):
         assert response.headers["x-request-id"].encode() != sent
+
+
+@PROFILE
+@given(data=st.data())
+async def test_any_stream_cursor(caller: Caller, app: FastAPI, data: st.DataObject) -> None:
+    """A stream resumes from `since` or `Last-Event-ID`; a value the service did not make is
+    refused before the stream opens (so each example ends, and a hang fails the test)."""
+    (stream,) = operations_of(app, streams=True)
+    cursor = data.draw(url_text.filter(bool), label="since")
+    others = st.sampled_from([name for name in stream.query if name != "since"])
+    more = data.draw(st.lists(st.tuples(others, url_text), max_size=3), label="more")
+    pairs = [*more, ("since", cursor)]
+    query = "&".join(f"{name}={value}" for name, value in pairs).encode()
+    odd = data.draw(st.dictionaries(st.just("Last-Event-ID"), header_values), label="headers")
+    async with asyncio.timeout(10):
+        response = await caller.send(stream, query=query, headers=odd)
+    assert_sound(response)
+    assert 400 <= response.status_code < 500
 
 
 # --- Tokens: correctly signed, with anything in their header and claims.

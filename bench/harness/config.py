@@ -22,6 +22,8 @@ WORKLOADS = (
     *LIST_QUERIES,
     *(f"{name}-big" for name in LIST_QUERIES),
 )
+# Run only when named in --workloads: an MCP tools/call of list_tasks or add_task, one POST each.
+MCP_WORKLOADS = ("mcp-list", "mcp-add")
 USERS = 100
 TASKS_PER_USER = 50
 BIG_USER_TASKS = 10_000

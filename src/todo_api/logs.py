@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class OneLineFormatter(logging.Formatter):
+    """Text lines a client cannot split or forge: control characters in a message (a newline in
+    a requested path or in a token's subject) are escaped. A traceback stays multi-line: it is
+    appended after this, and written by the service, not sent by a client."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _CONTROL_CHARACTER.sub(_escaped, super().formatMessage(record))
+
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(request_id)s] %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
 
@@ -41,7 +58,7 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(OneLineFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
@@ -52,3 +69,11 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic announces each of its plugins at INFO on every run: start-up noise, not news.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # The MCP transport announces the end of every stateless exchange, one line per /mcp call.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+
+
+def tag_user(user_id: str) -> None:
+    """Name the caller on the current request's log lines, its access line among them."""
+    if context := current_request.get():
+        context.user_id = user_id

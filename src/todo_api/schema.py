@@ -14,13 +14,16 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
     Table,
     Text,
+    and_,
     false,
     func,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -110,6 +113,9 @@ tasks = Table(
     # service folds, so every database compares the same text, whatever its idea of case.
     Column("title_key", CodePointText, nullable=False, server_default=""),
     Column("search_text", Text, nullable=False, server_default=""),
+    # The remind_at value whose reminder has been delivered (sync.reminders); the reminder is
+    # due again whenever remind_at moves away from it.
+    Column("reminded_for", UTCDateTime, nullable=True),
     Index("ix_tasks_user_id", "user_id"),
     Index("ix_tasks_user_id_completed", "user_id", "completed"),
     # Serves the default list order: a user's tasks newest first.
@@ -120,6 +126,20 @@ tasks = Table(
     Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
     Index("ix_tasks_user_id_title_key_id", "user_id", "title_key", "id"),
     Index("uq_tasks_previous_id", "previous_id", unique=True),
+)
+
+# Open tasks whose reminder is due once remind_at passes: it has not been delivered for the
+# current remind_at value (sync: tasks.reminders). The index keeps the delivery's scan to them.
+REMINDER_PENDING = and_(
+    tasks.c.remind_at.is_not(None),
+    tasks.c.completed == false(),
+    tasks.c.reminded_for.is_distinct_from(tasks.c.remind_at),
+)
+Index(
+    "ix_tasks_reminder_pending",
+    tasks.c.remind_at,
+    postgresql_where=REMINDER_PENDING,
+    sqlite_where=REMINDER_PENDING,
 )
 
 # One row per tag of a task: "carries all of these tags" and the tag counts read the
@@ -164,12 +184,62 @@ def is_declared(
     return not (type_ == "index" and name == SEARCH_INDEX)
 
 
-# How many tasks each user has, and how many of them are completed. Kept exact by triggers on
-# `tasks` (migration 0002), in the transaction of every write; the service only reads it.
+# One row per user, kept by triggers on `tasks` (migrations 0002 and 0004) in the transaction of
+# every write; the service only reads it. How many tasks the user has and how many of them are
+# completed; and the user's change feed: `change_seq` numbers each change (the row's lock,
+# held until commit, makes the numbers follow the commit order: docs/sync.md), `pruned_seq` is
+# the newest change forgotten by pruning, `feed_key` signs the user's feed cursors.
 task_counts = Table(
     "task_counts",
     metadata,
     Column("user_id", String(USER_ID_MAX), primary_key=True),
     Column("total", BigInteger, nullable=False, server_default="0"),
     Column("completed", BigInteger, nullable=False, server_default="0"),
+    Column("change_seq", BigInteger, nullable=False, server_default="0"),
+    Column("pruned_seq", BigInteger, nullable=False, server_default="0"),
+    Column("feed_key", String(64), nullable=True),
+)
+
+FEED_CHANGE = "change"
+FEED_REMINDER = "reminder"
+
+# The change feed: one row per task and kind (a change, a reminder), moved to the user's next
+# `change_seq` by every write of the task (so several changes merge into one), kept as a
+# tombstone (`deleted`) when the task is deleted, until pruning. Written by the triggers only.
+task_feed = Table(
+    "task_feed",
+    metadata,
+    Column("user_id", String(USER_ID_MAX), primary_key=True),
+    Column("task_id", TaskId, primary_key=True, autoincrement=False),
+    Column("kind", String(8), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, server_default=false()),
+    Column("changed_at", UTCDateTime, nullable=False, server_default=func.now()),
+    # The feed read: a user's entries after a cursor, in order.
+    Index("uq_task_feed_user_id_seq", "user_id", "seq", unique=True),
+    # Pruning: old tombstones only.
+    Index(
+        "ix_task_feed_tombstones",
+        "changed_at",
+        postgresql_where=text("deleted"),
+        sqlite_where=text("deleted = 1"),
+    ),
+)
+
+IDEMPOTENCY_KEY_MAX = 255
+
+# Responses to requests sent with an Idempotency-Key, stored in the transaction of the write
+# they answer, so that a retry gets the same answer and writes nothing (sync.idempotency).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", String(USER_ID_MAX), primary_key=True),
+    Column("key", String(IDEMPOTENCY_KEY_MAX), primary_key=True),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("location", String(1024), nullable=True),
+    Column("etag", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

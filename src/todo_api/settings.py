@@ -87,6 +87,20 @@ class Settings(BaseSettings):
     # Where the budgets are counted when every process and replica must share them.
     redis_url: str | None = None
     redis_key_prefix: str = Field(default="todo-api", min_length=1)
+    # Live updates and reminders (docs/sync.md). Behind a transaction-mode pooler, LISTEN needs
+    # a direct connection: DB_LISTEN_URL (Neon's is derived from DATABASE_URL); without one,
+    # open streams are served by polling every stream_poll_seconds.
+    db_listen_url: str | None = None
+    stream_poll_seconds: float = Field(default=0.25, gt=0, le=5)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    streams_per_user: int = Field(default=10, ge=1)
+    reminder_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    # Deletions stay in the change feed at least this long (the contract's minimum is 30 days).
+    feed_tombstone_days: float = Field(default=30.0, ge=30)
+    maintenance_interval_seconds: float = Field(default=600.0, gt=0)
+    # For tests only: after an idempotent write commits, wait this long before answering, so
+    # that a test can kill the process between the two. Leave it at 0.
+    test_pause_after_idempotent_write_seconds: float = Field(default=0.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -161,6 +175,7 @@ class Settings(BaseSettings):
         "jwt_issuer",
         "jwt_audience",
         "redis_url",
+        "db_listen_url",
         mode="before",
     )
     @classmethod

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     user_id: str
+    # When the token stops being accepted (its `exp` plus the leeway), as a Unix time: what a
+    # long-lived request such as a live stream must not outlast.
+    valid_until: float = math.inf
 
 
 class AuthError(Exception):

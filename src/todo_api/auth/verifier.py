@@ -99,8 +99,8 @@ class TokenVerifier:
                 f'Token algorithm "{algorithm}" is not accepted; expected '
                 + " or ".join(self._accepted)
             )
-        principal = self._principal(claims)
-        self._cache.put(token, principal, valid_until=float(claims["exp"]) + self._leeway)
+        principal = self._principal(claims, valid_until=float(claims["exp"]) + self._leeway)
+        self._cache.put(token, principal, valid_until=principal.valid_until)
         return principal
 
     async def aclose(self) -> None:
@@ -145,7 +145,7 @@ class TokenVerifier:
             raise AuthError(f"Token is invalid: {error}") from None
 
     @staticmethod
-    def _principal(claims: dict[str, Any]) -> Principal:
+    def _principal(claims: dict[str, Any], *, valid_until: float) -> Principal:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip() or len(subject) > USER_ID_MAX:
             raise AuthError(_BAD_SUBJECT)
@@ -154,7 +154,7 @@ class TokenVerifier:
                 "Token subject (sub) must not contain NUL (\\u0000) or unpaired surrogate "
                 "(\\ud800 to \\udfff) characters"
             )
-        return Principal(user_id=subject)
+        return Principal(user_id=subject, valid_until=valid_until)
 
 
 _BAD_SUBJECT = f"Token subject (sub) must be a non-empty string of at most {USER_ID_MAX} characters"

@@ -8,7 +8,12 @@ from todo_api.database.faults import (
     is_unavailable,
     misconfiguration,
 )
-from todo_api.database.runner import StatementRunner, Transaction, create_runner
+from todo_api.database.runner import (
+    StatementRunner,
+    Transaction,
+    TransactionRunner,
+    create_runner,
+)
 from todo_api.database.url import parse_database_url, uses_transaction_pooler
 
 __all__ = [
@@ -18,6 +23,7 @@ __all__ = [
     "PostgresConnection",
     "StatementRunner",
     "Transaction",
+    "TransactionRunner",
     "create_engine",
     "create_runner",
     "is_unavailable",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import literal, select, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
@@ -262,3 +262,32 @@ class AsyncpgRunner:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(**self._pool_arguments)
         return self._pool
+
+
+class TransactionRunner:
+    """A runner whose every statement runs in one open transaction: for a caller that needs
+    another component's writes (a TaskRepository's) to commit or roll back with its own."""
+
+    def __init__(self, transaction: Transaction, dialect_name: str) -> None:
+        self.dialect_name = dialect_name
+        self._transaction = transaction
+
+    async def fetch_all(self, statement: Executable, params: Mapping[str, Any]) -> list[Row]:
+        return await self._transaction.fetch_all(statement, params)
+
+    async def fetch_one(
+        self, statement: Executable, params: Mapping[str, Any], *, write: bool
+    ) -> Row | None:
+        return await self._transaction.fetch_one(statement, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        # Already in one: its statements simply join it.
+        yield self._transaction
+
+    async def ping(self, within_seconds: float) -> None:
+        async with asyncio.timeout(within_seconds):
+            await self._transaction.fetch_one(select(literal(1)), {})
+
+    async def aclose(self) -> None:
+        """The transaction belongs to whoever opened it."""

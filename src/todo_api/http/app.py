@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.middleware.cors import CORSMiddleware
 
 from todo_api import __version__
 from todo_api.auth import TokenVerifier
@@ -20,15 +19,21 @@ from todo_api.http.errors import install_error_handlers
 from todo_api.http.middleware import (
     REQUEST_ID_HEADER,
     BodySizeLimitMiddleware,
+    CORSJSONErrorsMiddleware,
     ErrorBoundaryMiddleware,
     RequestContextMiddleware,
 )
+from todo_api.http.preconditions import precondition_failed
 from todo_api.http.rate_limiting import RateLimitMiddleware
-from todo_api.http.routes import health, tags, tasks
+from todo_api.http.routes import health, sync, tags, tasks
+from todo_api.jobs import background_jobs
+from todo_api.live.hub import StreamHub
 from todo_api.logs import configure_logging
+from todo_api.mcp import TaskToolsServer
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings, load_settings
+from todo_api.tasks.repository import PreconditionFailed
 
 EXPOSED_HEADERS = [
     "X-Total-Count",
@@ -38,7 +43,10 @@ EXPOSED_HEADERS = [
     "Retry-After",
     "RateLimit",
     "RateLimit-Policy",
+    "ETag",
+    "Idempotent-Replayed",
 ]
+SYNC_REQUEST_HEADERS = ["If-Match", "If-None-Match", "Idempotency-Key", "Last-Event-ID"]
 
 DESCRIPTION = """
 Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
@@ -58,8 +66,14 @@ def create_app(
         engine=engine,
         runner=create_runner(settings, engine),
         verifier=TokenVerifier.from_settings(settings),
+        streams=StreamHub(per_user=settings.streams_per_user),
         database=DatabaseState(migrated=not migrate_on_startup),
         rate_limiter=RateLimiter.from_settings(settings),
+    )
+    task_tools = TaskToolsServer(
+        services.verifier,
+        services.tasks_of,
+        authorization_server=settings.better_auth_base_url,
     )
 
     @asynccontextmanager
@@ -76,7 +90,13 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         try:
-            yield
+            async with (
+                task_tools.running(),
+                background_jobs(
+                    settings, services.engine, services.runner, services.streams, services.database
+                ),
+            ):
+                yield
         finally:
             if migrating is not None:
                 migrating.cancel()
@@ -89,9 +109,12 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
+    app.add_exception_handler(PreconditionFailed, precondition_failed)
     app.include_router(health.router)
+    app.include_router(sync.router)  # before the tasks' /{task_id} routes
     app.include_router(tasks.router)
     app.include_router(tags.router)
+    app.router.routes.extend(task_tools.routes())
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.
@@ -101,11 +124,11 @@ def create_app(
     app.add_middleware(RateLimitMiddleware)
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(
-        CORSMiddleware,
+        CORSJSONErrorsMiddleware,
         allow_origins=settings.cors_origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+        allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER, *SYNC_REQUEST_HEADERS],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )

@@ -9,9 +9,11 @@ import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from todo_api.http.error_response import ErrorResponse
 from todo_api.logs import RequestContext, current_request
 
 access_log = logging.getLogger("todo_api.access")
@@ -127,3 +129,21 @@ class BodySizeLimitMiddleware(_HTTPMiddleware):
             return message
 
         await self.app(scope, receive_counted, send)
+
+
+class CORSJSONErrorsMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as JSON `{"detail": ...}` like
+    every other error (Starlette answers it in plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name.lower() not in ("content-type", "content-length")
+        }
+        reason = bytes(response.body).decode()  # "Disallowed CORS origin, method, headers"
+        detail = f"{reason}: this origin, method or header is not allowed (CORS_ORIGINS)"
+        return ErrorResponse({"detail": detail}, status_code=response.status_code, headers=headers)

@@ -28,7 +28,14 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
-from todo_api.schema import TAG_CARRIED_COLUMNS, task_counts, task_tags, tasks
+from todo_api.schema import (
+    TAG_CARRIED_COLUMNS,
+    idempotency_keys,
+    task_counts,
+    task_feed,
+    task_tags,
+    tasks,
+)
 from todo_api.tasks.listing import (
     STATUS_FILTERS,
     ListStatements,
@@ -52,6 +59,11 @@ OWNED: ColumnElement[bool] = tasks.c.user_id == _USER
 OWNED_TAGS: ColumnElement[bool] = task_tags.c.user_id == _USER
 _OWN_COUNTS: ColumnElement[bool] = task_counts.c.user_id == _USER
 _THIS_TASK = (OWNED, tasks.c.id == _TASK_ID)
+# The caller's change feed and row of counters (tasks.feed).
+OWNED_FEED: ColumnElement[bool] = task_feed.c.user_id == _USER
+OWNED_COUNTERS = _OWN_COUNTS
+# The caller's idempotency keys (tasks.idempotency).
+OWNED_KEYS: ColumnElement[bool] = idempotency_keys.c.user_id == _USER
 _NEWEST_FIRST = (tasks.c.created_at.desc(), tasks.c.id.desc())
 
 OWNERSHIP = Ownership(tasks=OWNED, tags=OWNED_TAGS, counts=_OWN_COUNTS)
@@ -151,6 +163,10 @@ _COMPLETE_ANY: dict[str, ReturningUpdate[Any]] = {
     kind: update(tasks).where(*_THIS_TASK).values(**values, **_CHANGE).returning(*tasks.c)
     for kind, values in _COMPLETIONS.items()
 }
+# With If-Match: the same writes, applied only to the version the client names.
+_AT_VERSION = tasks.c.version == bindparam("if_version", type_=tasks.c.version.type)
+_COMPLETE_PLAIN_AT = {kind: s.where(_AT_VERSION) for kind, s in _COMPLETE_PLAIN.items()}
+_COMPLETE_ANY_AT = {kind: s.where(_AT_VERSION) for kind, s in _COMPLETE_ANY.items()}
 
 
 @lru_cache(maxsize=256)
@@ -189,10 +205,15 @@ _TAGS: Select[Any] = (
     .group_by(task_tags.c.tag)
     .order_by(task_tags.c.tag)
 )
-_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(*PUBLIC_COLUMNS)
+_DELETE_AT: ReturningDelete[Any] = _DELETE.where(_AT_VERSION)
 TagCounts = list[dict[str, Any]]  # [{"name": ..., "count": ...}]
 # Writes of one task that lost a race to another write are worked out again this many times.
 _WRITE_ATTEMPTS = 20
+
+
+class PreconditionFailed(Exception):
+    """The task is not at the version the client's If-Match names: nothing was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,14 +283,19 @@ class TaskRepository:
         assert task is not None
         return task_from_row(task)
 
-    async def update(self, task_id: int, changes: dict[str, Any]) -> Written | None:
+    async def update(
+        self, task_id: int, changes: dict[str, Any], *, if_version: int | None = None
+    ) -> Written | None:
         """Apply `changes` (field -> new value). Worked out from the task as stored and written
-        only if it has not changed meanwhile (its version), else worked out again."""
+        only if it has not changed meanwhile (its version), else worked out again; with
+        `if_version`, only to that version (else PreconditionFailed)."""
         if not changes:
             task = await self.get(task_id)
+            _check_version(task, if_version)
             return None if task is None else Written(task)
         for _ in range(_WRITE_ATTEMPTS):
             current = await self._one(_GET_ALL_COLUMNS, task_id=task_id, write=False)
+            _check_version(current, if_version)
             if current is None:
                 return None
             values = _changed_columns(current, changes)
@@ -288,32 +314,55 @@ class TaskRepository:
             return Written(task_from_row(task), next_id)
         raise RuntimeError(f"task {task_id} kept changing during {_WRITE_ATTEMPTS} attempts")
 
-    async def set_completed(self, task_id: int, completed: bool | None) -> Written | None:
+    async def set_completed(
+        self, task_id: int, completed: bool | None, *, if_version: int | None = None
+    ) -> Written | None:
         """Set `completed`, or flip it when `completed` is None, atomically. Completing a
-        recurring task creates its next occurrence in the same transaction."""
+        recurring task creates its next occurrence in the same transaction. With
+        `if_version`, only a task at that version is written (else PreconditionFailed)."""
         kind = "toggle" if completed is None else "set"
-        params = {"now": _now(), "completed_value": completed}
+        plain, any_ = (
+            (_COMPLETE_PLAIN, _COMPLETE_ANY)
+            if if_version is None
+            else (_COMPLETE_PLAIN_AT, _COMPLETE_ANY_AT)
+        )
+        params = {"now": _now(), "completed_value": completed, "if_version": if_version}
         task = await self._runner.fetch_one(
-            _COMPLETE_PLAIN[kind],
+            plain[kind],
             {**params, "owner": self._user_id, "task_id": task_id},
             write=True,
         )
         if task is not None:
             return Written(task_from_row(task))
-        # Missing, or recurring: the second needs the transaction.
+        # Missing, recurring, or not at that version: the second needs the transaction.
         async with self._runner.transaction() as transaction:
-            task = await self._in(transaction, _COMPLETE_ANY[kind], task_id, params)
-            if task is None:
-                return None
-            next_id = await self._follow_completion(transaction, task)
+            task = await self._in(transaction, any_[kind], task_id, params)
+            next_id = None if task is None else await self._follow_completion(transaction, task)
+        if task is None:
+            await self._missing_or_stale(task_id, if_version)
+            return None
         return Written(task_from_row(task), next_id)
 
     async def tags(self) -> TagCounts:
         """The caller's tags by name, each with how many of the caller's tasks carry it."""
         return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
 
-    async def delete(self, task_id: int) -> bool:
-        return await self._one(_DELETE, task_id=task_id) is not None
+    async def delete(self, task_id: int, *, if_version: int | None = None) -> Task | None:
+        """The task as it was before it was deleted, or None if there was no such task; with
+        `if_version`, it is deleted only at that version (else PreconditionFailed)."""
+        if if_version is None:
+            row = await self._one(_DELETE, task_id=task_id)
+        else:
+            row = await self._one(_DELETE_AT, task_id=task_id, if_version=if_version)
+            if row is None:
+                await self._missing_or_stale(task_id, if_version)
+        return None if row is None else task_from_row(row)
+
+    async def _missing_or_stale(self, task_id: int, if_version: int | None) -> None:
+        """After a conditional write that found nothing: None if the task does not exist;
+        PreconditionFailed if it does (at another version)."""
+        if if_version is not None and await self.get(task_id) is not None:
+            raise PreconditionFailed
 
     async def _follow_completion(self, transaction: Transaction, task: Task) -> int | None:
         """The id of the next occurrence this completion created: None for a task that is not
@@ -397,6 +446,11 @@ def _changed_columns(current: Task, changes: dict[str, Any]) -> dict[str, Any]:
     if recurrence_changed:
         values["occurrence"] = 1  # a new rule starts a new series at this task
     return values
+
+
+def _check_version(task: Task | None, if_version: int | None) -> None:
+    if task is not None and if_version is not None and task["version"] != if_version:
+        raise PreconditionFailed
 
 
 def _now() -> datetime:

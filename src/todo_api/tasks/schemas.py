@@ -34,6 +34,8 @@ from todo_api.schema import (
 )
 from todo_api.tasks.recurrence import InvalidRule, parse_rule
 
+MAX_TASK_ID = 2**63 - 1  # the largest id the database's BIGINT column holds
+
 
 def _storable_text(value: Any) -> Any:
     # Text a database column cannot hold is refused before any other check of a string, so it is
@@ -372,7 +374,9 @@ def _comma_separated(values: Any) -> list[str]:
 
 
 def _tag_filter(tags: list[str]) -> list[str]:
-    merged = sorted({_storable_text(tag).lower() for tag in tags})
+    # Held to the rules of a task's tags: one no task can carry is refused rather than matched,
+    # and text no database can store never reaches one.
+    merged = sorted({_tag(_storable_text(tag)) for tag in tags})
     if len(merged) > TAGS_PER_TASK:
         raise PydanticCustomError(
             "too_many_tags",
@@ -383,6 +387,8 @@ def _tag_filter(tags: list[str]) -> list[str]:
 
 
 def _query_bool(value: Any) -> bool:
+    if isinstance(value, bool):  # a JSON boolean, where the query comes as JSON (MCP tools)
+        return value
     if value in ("true", "false"):
         return bool(value == "true")
     raise PydanticCustomError("bool_parsing", "Must be 'true' or 'false'")

@@ -18,12 +18,28 @@ from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
-from todo_api.tasks.repository import Written
+from todo_api.http.idempotency import IDEMPOTENCY_RESPONSES, IdempotencyKey, written_once
+from todo_api.http.preconditions import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    IfMatch,
+    IfNoneMatch,
+    etag,
+    not_modified,
+    not_modified_response,
+    version_required,
+)
+from todo_api.tasks.repository import TaskRepository, Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
-from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
-
-MAX_TASK_ID = 2**63 - 1
+from todo_api.tasks.schemas import (
+    MAX_TASK_ID,
+    CompletionUpdate,
+    TaskCreate,
+    TaskQuery,
+    TaskRead,
+    TaskUpdate,
+)
 
 TASKS_PATH = "/api/tasks"
 GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
@@ -62,10 +78,18 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 def _serve(path: str, method: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
     """Serve the decorated handler at `/api/tasks<path>` and `/api/{user_id}/tasks<path>`."""
+    return serve_on(router, path, method, **options)
+
+
+def serve_on(
+    target: APIRouter, path: str, method: str, **options: Any
+) -> Callable[[Endpoint], Endpoint]:
+    """`_serve` on another router (one included before this one, whose paths the
+    `/{task_id}` routes would otherwise take)."""
     responses = options.pop("responses", {})
 
     def register(endpoint: Endpoint) -> Endpoint:
-        router.add_api_route(
+        target.add_api_route(
             TASKS_PATH + path,
             endpoint,
             methods=[method],
@@ -73,7 +97,7 @@ def _serve(path: str, method: str, **options: Any) -> Callable[[Endpoint], Endpo
             responses=responses,
             **options,
         )
-        router.add_api_route(
+        target.add_api_route(
             GUIDE_TASKS_PATH + path,
             endpoint,
             methods=[method],
@@ -118,6 +142,7 @@ def _written(request: Request, response: Response, written: Written | None) -> T
     if written.next_occurrence_id is not None:
         location = task_location(request, written.next_occurrence_id)
         response.headers["Link"] = f'<{location}>; rel="next-occurrence"'
+    response.headers["ETag"] = etag(written.task)
     return written.task
 
 
@@ -157,38 +182,67 @@ def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | 
     "POST",
     response_model=TaskRead,
     status_code=status.HTTP_201_CREATED,
+    responses=IDEMPOTENCY_RESPONSES,
     summary="Create a task",
     response_description="The new task; `Location` names it",
 )
 async def create_task(
-    request: Request, response: Response, tasks: UserTasks, body: TaskCreate
+    request: Request,
+    response: Response,
+    tasks: UserTasks,
+    body: TaskCreate,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    with _field_errors():
-        task = await tasks.create(body)
-    # Written out: url_for searches every route and builds a whole URL, a tenth of a create's
-    # CPU time.
-    response.headers["Location"] = task_location(request, task["id"])
+    async def create(repository: TaskRepository) -> Task:
+        with _field_errors():
+            task = await repository.create(body)
+        # Written out: url_for searches every route and builds a whole URL, a tenth of a
+        # create's CPU time.
+        response.headers["Location"] = task_location(request, task["id"])
+        response.headers["ETag"] = etag(task)
+        return task
+
+    return await written_once(
+        request, response, idempotency_key, tasks, create, status_code=status.HTTP_201_CREATED
+    )
+
+
+@_serve(
+    "/{task_id}",
+    "GET",
+    response_model=TaskRead,
+    responses=NOT_FOUND | NOT_MODIFIED,
+    summary="Get one task",
+)
+async def get_task(
+    task_id: TaskId, response: Response, tasks: UserTasks, if_none_match: IfNoneMatch = None
+) -> Any:
+    task = _found(await tasks.get(task_id))
+    if not_modified(if_none_match, task):
+        return not_modified_response(task)
+    response.headers["ETag"] = etag(task)
     return task
-
-
-@_serve("/{task_id}", "GET", response_model=TaskRead, responses=NOT_FOUND, summary="Get one task")
-async def get_task(task_id: TaskId, tasks: UserTasks) -> Any:
-    return _found(await tasks.get(task_id))
 
 
 @_serve(
     "/{task_id}",
     "PUT",
     response_model=TaskRead,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED,
     summary="Update any of a task's writable fields",
     response_description=NAMES_NEXT_OCCURRENCE,
 )
 async def update_task(
-    task_id: TaskId, request: Request, response: Response, tasks: UserTasks, body: TaskUpdate
+    task_id: TaskId,
+    request: Request,
+    response: Response,
+    tasks: UserTasks,
+    body: TaskUpdate,
+    if_match: IfMatch = None,
 ) -> Any:
+    version = await version_required(if_match, tasks, task_id)
     with _field_errors():
-        written = await tasks.update(task_id, body.changes())
+        written = await tasks.update(task_id, body.changes(), if_version=version)
     return _written(request, response, written)
 
 
@@ -196,7 +250,7 @@ async def update_task(
     "/{task_id}/complete",
     "PATCH",
     response_model=TaskRead,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED | IDEMPOTENCY_RESPONSES,
     summary='Toggle completion, or set it with {"completed": true|false}',
     response_description=NAMES_NEXT_OCCURRENCE,
 )
@@ -206,9 +260,19 @@ async def complete_task(
     response: Response,
     tasks: UserTasks,
     body: Annotated[CompletionUpdate | None, Body()] = None,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     completed = body.completed if body is not None else None
-    return _written(request, response, await tasks.set_completed(task_id, completed))
+
+    async def complete(repository: TaskRepository) -> Task:
+        version = await version_required(if_match, repository, task_id)
+        written = await repository.set_completed(task_id, completed, if_version=version)
+        return _written(request, response, written)
+
+    return await written_once(
+        request, response, idempotency_key, tasks, complete, status_code=status.HTTP_200_OK
+    )
 
 
 @_serve(
@@ -216,10 +280,10 @@ async def complete_task(
     "DELETE",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=NOT_FOUND,
+    responses=NOT_FOUND | PRECONDITION_FAILED,
     summary="Delete a task",
 )
-async def delete_task(task_id: TaskId, tasks: UserTasks) -> Response:
-    if not await tasks.delete(task_id):
-        _found(None)
+async def delete_task(task_id: TaskId, tasks: UserTasks, if_match: IfMatch = None) -> Response:
+    version = await version_required(if_match, tasks, task_id)
+    _found(await tasks.delete(task_id, if_version=version))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ step by a trigger on `tasks` for every change of those columns, whatever makes i
 is kept.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-30
 """
 
@@ -23,8 +23,8 @@ from alembic import op
 from todo_api.schema import UTCDateTime
 
 revision: str = "0005"
-# Independent of revision 0004 (the change feed): either may come first.
-down_revision: str | None = "0003"
+# Touches nothing revision 0004 (the change feed) made: the two could come in either order.
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
