@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,27 @@ def test_reference_apps_serve_only_get_from_one_process() -> None:
     args = bench.parse_args(["--reference", "fastapi", "--workloads", "get"])
     assert args.no_big_user
     assert args.label == "reference-fastapi"
+
+
+@pytest.mark.postgres
+def test_list_plans_use_their_indexes() -> None:
+    """bench/explain.py on a seeded database: the search, filter and sort of the 10,000-task
+    user each find their rows through an index (the generic plans, which the service's prepared
+    statements run), and the tag filter never looks up each tagged task."""
+    completed = subprocess.run(
+        [
+            *(sys.executable, str(ROOT / "bench" / "explain.py")),
+            *("--server", os.environ["TEST_DATABASE_URL"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    plans = dict(re.findall(r"### (\w+): [^\n]*\n\n```\n(.*?)```", completed.stdout, re.S))
+    assert "Bitmap Index Scan on ix_tasks_search_text_trgm" in plans["search"]
+    assert "Index Only Scan using ix_task_tags_user_id_tag_task_id_carried" in plans["filter"]
+    # Only the page's tasks are read: 100 lookups, not one per task tagged "work".
+    assert re.search(r"Index Scan using tasks_pkey on tasks .*loops=100\)", plans["filter"])
+    assert "Index Scan Backward using ix_tasks_user_id_priority_id" in plans["sort"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Boolean, Connection, String, column, insert, table
 
@@ -173,4 +174,77 @@ async def test_organizing_fields_arrive_on_the_tasks_already_stored(tmp_path: Pa
             )
             assert changed.status_code == 200
             assert (changed.json()["tags"], changed.json()["version"]) == (["trip"], 2)
+        await application.state.services.aclose()
+
+
+async def test_tag_rows_take_their_tasks_columns_and_follow_them(tmp_path: Path) -> None:
+    """Revision 0005 copies each task's priority, due date and creation time into its tag rows:
+    every tag row stored before it gets them, and later changes, by the service or by SQL
+    written by hand, move them too."""
+    owner = new_user()
+    earlier = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    tasks_0003 = table(
+        "tasks",
+        *(column(name) for name in ("id", "user_id", "title", "priority", "tags")),
+        column("due_at", UTCDateTime()),
+        column("created_at", UTCDateTime()),
+        column("updated_at", UTCDateTime()),
+    )
+    tags_0003 = table("task_tags", column("task_id"), column("tag"), column("user_id"))
+    count = 300
+    rows = [
+        {"id": 10_000 + n, "user_id": owner, "title": f"t{n}", "priority": 1 + n % 3}
+        | {"tags": "home,work" if n % 2 else "work", "created_at": earlier + timedelta(minutes=n)}
+        | {"updated_at": earlier, "due_at": earlier + timedelta(days=n % 7) if n % 5 else None}
+        for n in range(count)
+    ]
+    tag_rows = [
+        {"task_id": row["id"], "tag": tag, "user_id": owner}
+        for row in rows
+        for tag in row["tags"].split(",")
+    ]
+    async with empty_database(tmp_path) as url:
+        engine = create_engine(make_settings(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0003"))
+            await connection.execute(insert(tasks_0003), rows)
+            await connection.execute(insert(tags_0003), tag_rows)
+        await upgrade(engine)
+
+        application = create_app(make_settings(url), engine=engine)
+        async with client_for(application) as client:
+
+            async def listed(**params: str) -> list[int]:
+                response = await client.get(
+                    "/api/tasks", params=params | {"limit": "1000"}, headers=auth(owner)
+                )
+                assert response.status_code == 200, response.text
+                ids = [task["id"] for task in response.json()]
+                assert response.headers["x-total-count"] == str(len(ids))
+                return ids
+
+            def by_due(kept: list[dict[str, Any]]) -> list[int]:
+                dated = sorted((row for row in kept if row["due_at"]), key=lambda row: -row["id"])
+                dated.sort(key=lambda row: row["due_at"])
+                undated = sorted((row["id"] for row in kept if not row["due_at"]), reverse=True)
+                return [row["id"] for row in dated] + undated
+
+            high_home = [row for row in rows if row["priority"] == 3 and "home" in row["tags"]]
+            assert await listed(tag="home", priority="high", sort="due_at") == by_due(high_home)
+            newest = sorted(rows, key=lambda row: row["created_at"], reverse=True)
+            assert await listed(tag="work") == [row["id"] for row in newest]
+            assert await listed(tag="home", has_due="false") == sorted(
+                (row["id"] for row in rows if "home" in row["tags"] and not row["due_at"]),
+                reverse=True,
+            )
+
+            # A change made with SQL, not through the service.
+            async with engine.begin() as connection:
+                await connection.execute(
+                    tasks_0003.update()
+                    .where(tasks_0003.c.user_id == owner)
+                    .values(priority=3, due_at=None)
+                )
+            everything = [row["id"] for row in newest]
+            assert await listed(tag="work", priority="high", has_due="false") == everything
         await application.state.services.aclose()

@@ -287,3 +287,132 @@ async def test_a_user_without_tags_has_none(client: AsyncClient, user: str, crea
     response = await client.get("/api/tags", headers=auth(user))
     assert response.json() == []
     assert (await client.get("/api/tags")).status_code == 401
+
+
+def matches(task: dict[str, Any], params: dict[str, Any]) -> bool:
+    """The contract's selection, worked out here, for the parameters the tests below send."""
+    tags = {tag for value in [params.get("tag", "")] for tag in value.split(",") if tag}
+    priorities = [p for p in params.get("priority", "").split(",") if p]
+    words = params.get("q", "").casefold().split()
+    text = (task["title"] + "\n" + (task["description"] or "")).casefold()
+    status = params.get("status", "all")
+    return (
+        tags <= set(task["tags"])
+        and (not priorities or task["priority"] in priorities)
+        and all(word in text for word in words)
+        and (status == "all" or task["completed"] == (status == "completed"))
+        and (
+            "has_due" not in params or (task["due_at"] is not None) == (params["has_due"] == "true")
+        )
+        and (
+            "due_after" not in params
+            or bool(due(task) and due(task) >= NOW + timedelta(hours=params["due_after"]))
+        )
+        and (
+            "due_before" not in params
+            or bool(due(task) and due(task) < NOW + timedelta(hours=params["due_before"]))
+        )
+    )
+
+
+async def expected(client: AsyncClient, user: str, params: dict[str, Any], sort: str) -> list[int]:
+    """What a list must answer: the selection and order made here over every task as it is."""
+    response = await client.get("/api/tasks", params={"limit": 1000}, headers=auth(user))
+    return ordered([task for task in response.json() if matches(task, params)], sort)
+
+
+def sent(params: dict[str, Any]) -> dict[str, Any]:
+    """The query parameters for `params`, due bounds given in hours from now."""
+    return {name: at(value) if name.startswith("due_") else value for name, value in params.items()}
+
+
+TAG_LISTS: list[dict[str, Any]] = [
+    {"tag": "home"},
+    {"tag": "errand", "priority": "medium,low"},
+    {"tag": "home,errand"},
+    {"tag": "errand,home,work"},
+    {"tag": "home", "has_due": "true"},
+    {"tag": "errand", "has_due": "false"},
+    {"tag": "home", "priority": "high", "due_after": -2, "due_before": 50},
+    # Filters on columns the tag rows do not carry.
+    {"tag": "home", "status": "pending"},
+    {"tag": "errand", "q": "apple"},
+]
+SORTS = [
+    f"{sign}{key}"
+    for key in ("created_at", "updated_at", "due_at", "priority", "title")
+    for sign in ("", "-")
+]
+
+
+@pytest.mark.parametrize("sort", SORTS)
+async def test_tag_filters_in_every_order(
+    client: AsyncClient, user: str, seeded: list[dict[str, Any]], sort: str
+) -> None:
+    for params in TAG_LISTS:
+        listed, total = await listing(client, user, sort=sort, **sent(params))
+        assert listed == await expected(client, user, params, sort), params
+        assert total == len(listed)
+
+
+async def test_tag_filters_follow_every_change_of_a_task(
+    client: AsyncClient, user: str, seeded: list[dict[str, Any]]
+) -> None:
+    """Tag filters combined with priority and due dates answer from the tag rows, which must
+    follow each change of those: an update, a completion's next occurrence, a change of tags."""
+
+    async def check() -> None:
+        for params in TAG_LISTS:
+            for sort in ("due_at", "-priority", "-created_at"):
+                listed, total = await listing(client, user, sort=sort, **sent(params))
+                assert listed == await expected(client, user, params, sort), (params, sort)
+                assert total == len(listed)
+
+    body = {"title": "Water plants", "tags": ["home"], "priority": "low", "due_at": at(3)}
+    created = await client.post(
+        "/api/tasks", json=body | {"recurrence": "FREQ=DAILY"}, headers=auth(user)
+    )
+    task_id = created.json()["id"]
+    await check()
+    changes: list[dict[str, Any]] = [
+        {"priority": "high", "due_at": at(40)},
+        {"priority": "HIGH"},  # the same value: nothing moves
+        {"tags": ["home", "errand"], "priority": "medium"},
+    ]
+    for change in changes:
+        response = await client.put(f"/api/tasks/{task_id}", json=change, headers=auth(user))
+        assert response.status_code == 200, response.text
+        await check()
+    completed = await client.patch(f"/api/tasks/{task_id}/complete", headers=auth(user))
+    assert "next-occurrence" in completed.headers["link"]
+    await check()
+    cleared = {"recurrence": None, "due_at": None, "priority": "low"}
+    response = await client.put(f"/api/tasks/{task_id}", json=cleared, headers=auth(user))
+    assert response.status_code == 200, response.text
+    await check()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "buy"},
+        {"tag": "home"},
+        {"tag": "home,errand"},
+        {"tag": "home", "status": "pending"},
+        {"priority": "high"},
+        {"tag": "nothing"},
+        {"q": "nothing"},
+    ],
+)
+async def test_a_filtered_page_past_the_end_carries_the_total(
+    client: AsyncClient, user: str, seeded: list[dict[str, Any]], params: dict[str, str]
+) -> None:
+    whole, total = await listing(client, user, **params)
+    assert total == len(whole)
+    for offset in (len(whole) or 1, 50):
+        response = await client.get(
+            "/api/tasks", params=params | {"offset": offset}, headers=auth(user)
+        )
+        assert response.json() == []
+        assert response.headers["x-total-count"] == str(total)
+        assert "prev" in links(response.headers["link"])

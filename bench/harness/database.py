@@ -65,9 +65,10 @@ FROM (
 """
 TAGS_SQL = [
     """
-    INSERT INTO task_tags (task_id, user_id, tag)
+    INSERT INTO task_tags (task_id, user_id, tag, priority, due_at, created_at)
     SELECT DISTINCT tasks.id, tasks.user_id,
-           (ARRAY['work', 'home', 'errand', 'health', 'finance', 'family', 'study', 'garden'])[k]
+           (ARRAY['work', 'home', 'errand', 'health', 'finance', 'family', 'study', 'garden'])[k],
+           tasks.priority, tasks.due_at, tasks.created_at
     FROM tasks
     CROSS JOIN LATERAL (
         VALUES (CASE WHEN tasks.id % 5 <> 0 THEN tasks.id % 8 + 1 END),

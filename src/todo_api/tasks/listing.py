@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     UnaryExpression,
     and_,
     bindparam,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import Subquery
 
-from todo_api.schema import task_counts, task_tags, tasks
+from todo_api.schema import TAG_CARRIED_COLUMNS, task_counts, task_tags, tasks
 from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS
 from todo_api.tasks.schemas import TaskQuery, TaskStatus
 from todo_api.tasks.text import search_words
@@ -88,10 +89,27 @@ class _Shape:
     has_due: bool | None
     sort: str
 
+    @property
+    def by_tag_rows(self) -> bool:
+        """Whether the tag rows alone tell the matches and their order: a tag filter, and no
+        filter or sort on a column that they do not carry (schema.task_tags)."""
+        on_tasks_only = self.words or self.status is not TaskStatus.ALL or self.overdue is not None
+        carried_sort = self.sort.removeprefix("-") in TAG_CARRIED_COLUMNS
+        return bool(self.tags) and carried_sort and not on_tasks_only
 
-def list_statement(query: TaskQuery, owned: Ownership) -> tuple[Select[Any], dict[str, Any]]:
-    """The statement for `query` (rows: the total of matches, then a page of tasks; one row
-    with the total alone for an empty page) and its parameters, but for the owner's."""
+
+@dataclass(frozen=True, slots=True)
+class ListStatements:
+    """A list's statements. Each row of `page` is the total of matches and a task of the page.
+    An empty page is one row with the total alone, unless there is a `count`: then it has no
+    row, and past the end of the matches `count` (one row, `total`) tells the total."""
+
+    page: Select[Any]
+    count: Select[Any] | None = None
+
+
+def list_statement(query: TaskQuery, owned: Ownership) -> tuple[ListStatements, dict[str, Any]]:
+    """The statements for `query` and their parameters, but for the owner's."""
     words = search_words(query.q or "")
     shape = _Shape(
         status=query.status,
@@ -115,14 +133,29 @@ def list_statement(query: TaskQuery, owned: Ownership) -> tuple[Select[Any], dic
     params |= {f"priority_{n}": rank for n, rank in enumerate(ranks)}
     params |= {f"tag_{n}": tag for n, tag in enumerate(query.tag)}
     params |= {f"word_{n}": f"%{_escape_like(word)}%" for n, word in enumerate(words)}
-    return _statement(shape, owned), params
+    return _statements(shape, owned), params
+
+
+_LIMIT = bindparam("limit", type_=tasks.c.id.type)
+_OFFSET = bindparam("offset", type_=tasks.c.id.type)
 
 
 @lru_cache(maxsize=256)
-def _statement(shape: _Shape, owned: Ownership) -> Select[Any]:
-    filters = _filters(shape, owned.tags)
+def _statements(shape: _Shape, owned: Ownership) -> ListStatements:
+    if shape.by_tag_rows:
+        return _from_tag_rows(shape, owned)
+    filters = _task_filters(shape)
+    if shape.tags:
+        filters.append(tasks.c.id.in_(_tagged(shape, owned.tags)))
     matching = and_(owned.tasks, STATUS_FILTERS[shape.status], *filters)
-    if filters:
+    if shape.words or shape.tags:
+        # The page reads every match anyway (a search; a lookup of each tagged task), so it
+        # counts them on the way, instead of a second statement reading them all again.
+        total = func.count().over().label("total")
+        counting = select(total, *PUBLIC_COLUMNS).where(matching).order_by(*order_by(shape.sort))
+        count = select(func.count().label("total")).where(matching)
+        return ListStatements(counting.limit(_LIMIT).offset(_OFFSET), count)
+    if filters:  # counted by indexes on their columns, the page read in order and cut short
         counted = select(func.count().label("total")).where(matching).subquery("counted")
     else:  # only the order differs from the plain list: the kept counts serve
         counted = kept_count(shape.status, owned)
@@ -131,18 +164,42 @@ def _statement(shape: _Shape, owned: Ownership) -> Select[Any]:
         select(*PUBLIC_COLUMNS, tasks.c.title_key)
         .where(matching)
         .order_by(*order_by(shape.sort))
-        .limit(bindparam("limit", type_=tasks.c.id.type))
-        .offset(bindparam("offset", type_=tasks.c.id.type))
+        .limit(_LIMIT)
+        .offset(_OFFSET)
         .subquery("page")
     )
     # Joined to the count, an empty page still yields one row that carries the total. The
     # outer query restates the order on the page's columns (a subquery's order is not kept).
     ordered = page.c[_SORT_COLUMNS[shape.sort.removeprefix("-")].name]
-    return (
+    return ListStatements(
         select(counted.c.total, *(column for column in page.c if column.name != "title_key"))
         .select_from(counted.outerjoin(page, true()))
         .order_by(*_order(ordered, shape.sort.startswith("-"), page.c.id))
     )
+
+
+def _from_tag_rows(shape: _Shape, owned: Ownership) -> ListStatements:
+    """The page's task ids, and the total, from the tag index alone; then only the page's tasks
+    are read."""
+    key, descending = shape.sort.removeprefix("-"), shape.sort.startswith("-")
+    matched = (
+        _tagged(shape, owned.tags, task_tags.c[key])
+        .add_columns(func.count().over().label("total"))
+        .order_by(*_order(task_tags.c[key], descending, task_tags.c.task_id))
+        .limit(_LIMIT)
+        .offset(_OFFSET)
+        .subquery("matched")
+    )
+    page = (
+        select(matched.c.total, *PUBLIC_COLUMNS)
+        .select_from(matched.join(tasks, tasks.c.id == matched.c.task_id))
+        .where(owned.tasks)
+        .order_by(*_order(matched.c[key], descending, matched.c.task_id))
+    )
+    count = select(func.count().label("total")).select_from(
+        _tagged(shape, owned.tags).subquery("matched")
+    )
+    return ListStatements(page, count)
 
 
 def order_by(sort: str) -> list[UnaryExpression[Any]]:
@@ -157,30 +214,25 @@ def _order(column: Any, descending: bool, task_id: Any) -> list[UnaryExpression[
     return [direction, task_id.desc()]
 
 
-def _filters(shape: _Shape, owned_tags: ColumnElement[bool]) -> list[ColumnElement[bool]]:
-    """The filters beyond ownership and status."""
-    filters: list[ColumnElement[bool]] = []
-    if shape.priorities:
-        ranks = [
-            bindparam(f"priority_{n}", type_=tasks.c.priority.type) for n in range(shape.priorities)
-        ]
-        filters.append(tasks.c.priority.in_(ranks))
-    if shape.tags:
-        tags = [bindparam(f"tag_{n}", type_=task_tags.c.tag.type) for n in range(shape.tags)]
-        carrying_all = (
-            select(task_tags.c.task_id)
-            .where(owned_tags, task_tags.c.tag.in_(tags))
-            .group_by(task_tags.c.task_id)
-            .having(func.count() == shape.tags)
-        )
-        filters.append(tasks.c.id.in_(carrying_all))
+def _tagged(shape: _Shape, owned_tags: ColumnElement[bool], *columns: Any) -> Select[Any]:
+    """One row per task of the caller that carries every tag asked for and passes the filters on
+    the columns tag rows carry: its id, and `columns` of its tag rows."""
+    tags = [bindparam(f"tag_{n}", type_=task_tags.c.tag.type) for n in range(shape.tags)]
+    rows = select(task_tags.c.task_id, *columns).where(
+        owned_tags, task_tags.c.tag.in_(tags), *_carried_filters(task_tags, shape)
+    )
+    if shape.tags == 1:  # a task has each tag once
+        return rows
+    # The rows of one task carry the same values: grouped by them too, still one per task.
+    return rows.group_by(task_tags.c.task_id, *columns).having(func.count() == shape.tags)
+
+
+def _task_filters(shape: _Shape) -> list[ColumnElement[bool]]:
+    """The filters on `tasks` beyond ownership, status and tags."""
+    filters = _carried_filters(tasks, shape)
     for n in range(shape.words):
         word = bindparam(f"word_{n}", type_=tasks.c.search_text.type)
         filters.append(tasks.c.search_text.like(word, escape="\\"))
-    if shape.due_after:
-        filters.append(tasks.c.due_at >= bindparam("due_after", type_=tasks.c.due_at.type))
-    if shape.due_before:
-        filters.append(tasks.c.due_at < bindparam("due_before", type_=tasks.c.due_at.type))
     if shape.overdue is not None:
         now = bindparam("now", type_=tasks.c.due_at.type)
         if shape.overdue:
@@ -189,9 +241,22 @@ def _filters(shape: _Shape, owned_tags: ColumnElement[bool]) -> list[ColumnEleme
             filters.append(
                 or_(tasks.c.completed == true(), tasks.c.due_at.is_(None), tasks.c.due_at >= now)
             )
+    return filters
+
+
+def _carried_filters(table: Table, shape: _Shape) -> list[ColumnElement[bool]]:
+    """The filters on the columns that tag rows carry too, on `table`'s."""
+    filters: list[ColumnElement[bool]] = []
+    priority, due_at = table.c.priority, table.c.due_at
+    if shape.priorities:
+        ranks = [bindparam(f"priority_{n}", type_=priority.type) for n in range(shape.priorities)]
+        filters.append(priority.in_(ranks))
+    if shape.due_after:
+        filters.append(due_at >= bindparam("due_after", type_=due_at.type))
+    if shape.due_before:
+        filters.append(due_at < bindparam("due_before", type_=due_at.type))
     if shape.has_due is not None:
-        has_due = tasks.c.due_at.is_not(None)
-        filters.append(has_due if shape.has_due else tasks.c.due_at.is_(None))
+        filters.append(due_at.is_not(None) if shape.has_due else due_at.is_(None))
     return filters
 
 

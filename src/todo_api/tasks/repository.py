@@ -28,8 +28,21 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
-from todo_api.schema import idempotency_keys, task_counts, task_feed, task_tags, tasks
-from todo_api.tasks.listing import STATUS_FILTERS, Ownership, kept_count, list_statement
+from todo_api.schema import (
+    TAG_CARRIED_COLUMNS,
+    idempotency_keys,
+    task_counts,
+    task_feed,
+    task_tags,
+    tasks,
+)
+from todo_api.tasks.listing import (
+    STATUS_FILTERS,
+    ListStatements,
+    Ownership,
+    kept_count,
+    list_statement,
+)
 from todo_api.tasks.recurrence import next_occurrence, parse_rule
 from todo_api.tasks.rows import PRIORITY_RANK, PUBLIC_COLUMNS, Task, task_from_row
 from todo_api.tasks.rules import check_schedule
@@ -75,7 +88,7 @@ def _list_statement(status: TaskStatus) -> Select[Any]:
     )
 
 
-_LIST = {status: _list_statement(status) for status in TaskStatus}
+_LIST = {status: ListStatements(_list_statement(status)) for status in TaskStatus}
 _GET: Select[Any] = select(*PUBLIC_COLUMNS).where(*_THIS_TASK)
 _GET_ALL_COLUMNS: Select[Any] = select(*tasks.c).where(*_THIS_TASK)
 
@@ -99,6 +112,10 @@ _CREATE: ReturningInsert[Any] = (
 )
 
 
+# What a task's tag rows carry of it (schema.task_tags).
+_CARRIED = tuple(tasks.c[name] for name in TAG_CARRIED_COLUMNS)
+
+
 def _next_occurrence_insert(dialect: Any) -> ReturningInsert[Any]:
     """The next occurrence of a series, unless the task it follows already has one: the unique
     index on previous_id makes "at most one" hold however many completions race."""
@@ -111,7 +128,7 @@ def _next_occurrence_insert(dialect: Any) -> ReturningInsert[Any]:
     statement = dialect.insert(tasks).values(**values)
     returning: ReturningInsert[Any] = statement.on_conflict_do_nothing(
         index_elements=[tasks.c.previous_id]
-    ).returning(tasks.c.id)
+    ).returning(tasks.c.id, *_CARRIED)
     return returning
 
 
@@ -167,8 +184,12 @@ def _update_statement(columns: frozenset[str]) -> ReturningUpdate[Any]:
 
 @cache
 def _insert_tags(count: int) -> ReturningInsert[Any]:
+    carried = {
+        column.name: bindparam(f"carried_{column.name}", type_=column.type) for column in _CARRIED
+    }
     rows = [
-        {"task_id": _TASK_ID, "user_id": _USER, "tag": bindparam(f"tag_{n}")} for n in range(count)
+        {"task_id": _TASK_ID, "user_id": _USER, "tag": bindparam(f"tag_{n}"), **carried}
+        for n in range(count)
     ]
     return insert(task_tags).values(rows).returning(task_tags.c.task_id)
 
@@ -223,13 +244,22 @@ class TaskRepository:
         """A page of the tasks `query` asks for, and how many match in all (one round trip)."""
         if query.only_status():
             # The most common list, on its prebuilt statement and the kept counts.
-            statement: Executable = _LIST[query.status]
-            params = {"limit": query.limit, "offset": query.offset}
+            statements = _LIST[query.status]
+            params: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
         else:
-            statement, params = list_statement(query, OWNERSHIP)
-        rows = await self._runner.fetch_all(statement, {**params, "owner": self._user_id})
+            statements, params = list_statement(query, OWNERSHIP)
+        params["owner"] = self._user_id
+        rows = await self._runner.fetch_all(statements.page, params)
+        if not rows and statements.count is not None:
+            # No match at all, or a page past the end of the matches: only that one is counted
+            # on its own.
+            if not query.offset:
+                return [], 0
+            counted = await self._runner.fetch_one(statements.count, params, write=False)
+            assert counted is not None  # count(*) always yields a row
+            return [], counted["total"]
         total = rows[0]["total"] if rows else 0
-        # Each row is a task plus the total; on an empty page, one row with the total alone.
+        # Each row is a task plus the total; an empty page may be one row with the total alone.
         return [task_from_row(row) for row in rows if row["id"] is not None], total
 
     async def get(self, task_id: int) -> Task | None:
@@ -249,7 +279,7 @@ class TaskRepository:
             async with self._runner.transaction() as transaction:
                 task = await transaction.fetch_one(_CREATE, params)
                 assert task is not None
-                await self._insert_tags(transaction, task["id"], data.tags)
+                await self._insert_tags(transaction, task, data.tags)
         assert task is not None
         return task_from_row(task)
 
@@ -279,7 +309,7 @@ class TaskRepository:
                     continue
                 if "tags" in changes:
                     await self._in(transaction, _DELETE_TAGS, task_id, {})
-                    await self._insert_tags(transaction, task_id, changes["tags"])
+                    await self._insert_tags(transaction, task, changes["tags"])
                 next_id = await self._follow_completion(transaction, task)
             return Written(task_from_row(task), next_id)
         raise RuntimeError(f"task {task_id} kept changing during {_WRITE_ATTEMPTS} attempts")
@@ -356,17 +386,17 @@ class TaskRepository:
         created = await self._in(transaction, statement, task["id"], params)
         if created is None:
             return None
-        next_id: int = created["id"]
         if task["tags"]:
-            await self._insert_tags(transaction, next_id, task["tags"].split(","))
+            await self._insert_tags(transaction, created, task["tags"].split(","))
+        next_id: int = created["id"]
         return next_id
 
-    async def _insert_tags(
-        self, transaction: Transaction, task_id: int, tags: Sequence[str]
-    ) -> None:
+    async def _insert_tags(self, transaction: Transaction, task: Task, tags: Sequence[str]) -> None:
+        """Tag rows for `task` (a row of it with its id and the columns tag rows carry)."""
         if tags:
             params = {f"tag_{n}": tag for n, tag in enumerate(tags)}
-            await self._in(transaction, _insert_tags(len(tags)), task_id, params)
+            params |= {f"carried_{column.name}": task[column.name] for column in _CARRIED}
+            await self._in(transaction, _insert_tags(len(tags)), task["id"], params)
 
     async def _in(
         self, transaction: Transaction, statement: Executable, task_id: int, params: dict[str, Any]

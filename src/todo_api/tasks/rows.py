@@ -16,9 +16,14 @@ PRIORITY_RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3}
 _PRIORITY_NAME = {rank: priority.value for priority, rank in PRIORITY_RANK.items()}
 
 
+_PUBLIC_NAMES = tuple(column.name for column in PUBLIC_COLUMNS)
+
+
 def task_from_row(row: Task) -> Task:
     """A row as the API shows a task: priority by name, tags as a list, internals left out."""
-    task = {column.name: row[column.name] for column in PUBLIC_COLUMNS}
+    # Run for every task of every response: names looked up once, each value read once.
+    task = {name: row[name] for name in _PUBLIC_NAMES}
     task["priority"] = _PRIORITY_NAME[task["priority"]]
-    task["tags"] = task["tags"].split(",") if task["tags"] else []
+    tags = task["tags"]
+    task["tags"] = tags.split(",") if tags else []
     return task
