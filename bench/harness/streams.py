@@ -2,8 +2,10 @@
 
 - Idle streams: the compared workloads (get, toggle) run with no stream open, then `--idle-streams`
   (1,000) streams are opened, each by a user of its own who writes nothing (so they stay idle:
-  only keep-alive comments), the worker's resident memory is read before and after, and the same
-  workloads run again with the streams open.
+  only keep-alive comments), the worker's resident memory is read before and after, the same
+  workloads run with the streams open, and once more after they are closed: the open runs are
+  compared with the mean of the closed ones before and after, so a machine whose speed drifts
+  during the measurement does not pass for the streams' cost.
 - Fan-out: `--fanout-streams` (100) streams of ONE user, then `--fanout-writes` title changes of
   that user's tasks through the API, one at a time: from each write's response to the arrival of
   its event on each stream.
@@ -348,7 +350,7 @@ def measure_streams(bench: Bench, auth: Auth) -> dict[str, Any]:
     cpus = parse_cpus(args.wrk_cpus)
     idle_tokens = [auth.token(f"bench-idle-{n:04d}") for n in range(args.idle_streams)]
 
-    closed = _compared_rows(bench, connections, "closed")
+    closed_before = _compared_rows(bench, connections, "closed before")
     rss_before = _worker_rss(bench)
     with open_streams(bench.server.url, idle_tokens, cpus=cpus) as (_thread, client):
         cpu_before = cpu_seconds(bench.server.all_pids)
@@ -358,6 +360,7 @@ def measure_streams(bench: Bench, auth: Auth) -> dict[str, Any]:
         opened = _compared_rows(bench, connections, "open")
         rss_after_load = _worker_rss(bench)
         ended = client.ended()
+    closed_after = _compared_rows(bench, connections, "closed after")
 
     fanout_thread = ClientThread(cpus)
     try:
@@ -377,7 +380,7 @@ def measure_streams(bench: Bench, auth: Auth) -> dict[str, Any]:
             ended=ended,
             rss_mb={"before": rss_before, "open": rss_open, "open_after_load": rss_after_load},
             idle_cpu_percent=idle_cpu_percent,
-            closed=closed,
+            closed=(closed_before, closed_after),
             opened=opened,
         ),
         "fanout": fanout.summary(),
@@ -405,28 +408,31 @@ def idle_summary(
     ended: int,
     rss_mb: dict[str, float],
     idle_cpu_percent: float,
-    closed: list[dict[str, Any]],
+    closed: tuple[list[dict[str, Any]], list[dict[str, Any]]],
     opened: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The memory the open streams took (the larger of right after opening them and after the
-    workloads ran beside them), and each workload with the streams open against closed."""
+    workloads ran beside them), and each workload with the streams open against the mean of
+    its runs before and after them."""
     added = max(rss_mb["open"], rss_mb["open_after_load"]) - rss_mb["before"]
     compared = []
-    for without, with_streams in zip(closed, opened, strict=True):
-        slowdown = without["rps"] / with_streams["rps"] - 1 if with_streams["rps"] else 1.0
+    for before, with_streams, after in zip(closed[0], opened, closed[1], strict=True):
+        rps_closed = _mean("rps", before, after)
+        slowdown = rps_closed / with_streams["rps"] - 1 if with_streams["rps"] else 1.0
         compared.append(
             {
-                "workload": without["workload"],
-                "connections": without["connections"],
-                "rps_closed": without["rps"],
+                "workload": before["workload"],
+                "connections": before["connections"],
+                "rps_closed": rps_closed,
+                "rps_closed_before_after": [before["rps"], after["rps"]],
                 "rps_open": with_streams["rps"],
                 "slowdown": round(slowdown, 3),
-                "p99_ms_closed": without["p99_ms"],
+                "p99_ms_closed": _mean("p99_ms", before, after),
                 "p99_ms_open": with_streams["p99_ms"],
-                "cpu_ms_closed": without["server_cpu_ms_per_request"],
+                "cpu_ms_closed": _mean("server_cpu_ms_per_request", before, after),
                 "cpu_ms_open": with_streams["server_cpu_ms_per_request"],
                 "met": slowdown <= IDLE_SLOWDOWN_LIMIT,
-                "valid": without["valid"] and with_streams["valid"],
+                "valid": before["valid"] and with_streams["valid"] and after["valid"],
             }
         )
     return {
@@ -437,9 +443,13 @@ def idle_summary(
         "rss_met": added < IDLE_RSS_LIMIT_MB,
         "idle_cpu_percent": round(idle_cpu_percent, 1),
         "compared": compared,
-        "rows": closed + opened,
+        "rows": closed[0] + opened + closed[1],
         "valid": ended == 0 and all(row["valid"] for row in compared),
     }
+
+
+def _mean(name: str, *rows: dict[str, Any]) -> float:
+    return round(sum(float(row[name]) for row in rows) / len(rows), 3)
 
 
 def streams_valid(result: dict[str, Any]) -> bool:
@@ -459,7 +469,9 @@ def format_streams(result: dict[str, Any]) -> str:
     for row in idle["compared"]:
         lines.append(
             f"  {row['workload']:<8} {row['connections']:>3} conns: {row['rps_closed']:.0f} "
-            f"req/s without them, {row['rps_open']:.0f} with: {100 * row['slowdown']:+.1f} % "
+            f"req/s without them ({row['rps_closed_before_after'][0]:.0f} before, "
+            f"{row['rps_closed_before_after'][1]:.0f} after), {row['rps_open']:.0f} with: "
+            f"{100 * row['slowdown']:+.1f} % "
             f"slower ({_verdict(row['met'])}, target <= {100 * IDLE_SLOWDOWN_LIMIT:g} %); p99 "
             f"{row['p99_ms_closed']:.2f} -> {row['p99_ms_open']:.2f} ms; CPU "
             f"{row['cpu_ms_closed']:.3f} -> {row['cpu_ms_open']:.3f} ms/req"
