@@ -5,6 +5,7 @@
     python3 dev.py bench --workers 2          # the same against two worker processes
     python3 dev.py bench --duration 5 --runs 3 --workloads list,get --connections 64
     python3 dev.py bench --auth eddsa         # EdDSA tokens verified against a local JWKS
+    python3 dev.py bench --workloads list,create,mcp-list,mcp-add   # the MCP tools beside REST
     python3 dev.py bench --reference fastapi --workloads get  # a bare app's get (reference.py)
     python3 dev.py bench --workloads update,create-idem,toggle-idem --streams  # sync costs
 
@@ -44,6 +45,7 @@ from harness.config import (
     BIG_USER_FACTORS,
     BIG_USER_TASKS,
     LIST_QUERIES,
+    MCP_WORKLOADS,
     RESULTS,
     ROOT,
     SERVICE_VARIABLES,
@@ -70,7 +72,15 @@ from harness.server import running_server, server_command
 from harness.tokens import Auth, auth_mode
 
 # What the tests use of the harness, through this script.
-__all__ = ["WORKLOADS", "Row", "Run", "format_table", "parse_args", "parse_wrk_output"]
+__all__ = [
+    "MCP_WORKLOADS",
+    "WORKLOADS",
+    "Row",
+    "Run",
+    "format_table",
+    "parse_args",
+    "parse_wrk_output",
+]
 
 
 def _reexec_in_venv() -> None:
@@ -131,7 +141,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     streams.add_arguments(parser)
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
-    unknown = set(args.workloads) - set(WORKLOADS)
+    unknown = set(args.workloads) - {*WORKLOADS, *MCP_WORKLOADS}
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     args.connections = [int(c) for c in args.connections.split(",") if c]
@@ -210,6 +220,8 @@ def _bench(
             data[name], workload, [tokens[u] for u in on], [ids_by_user[u] for u in on], query
         )
 
+    for workload in MCP_WORKLOADS:
+        write_data(workload, workload, users)
     for workload in WORKLOADS:
         # "search-big": the search workload, every request from the 10,000-task user.
         base = workload.removesuffix("-big")
@@ -246,7 +258,7 @@ def _bench(
                     row.runs.append(bench.measure(workload, connections, profile=profile))
                     if profile:
                         print(top_functions(Path(profile)), flush=True)
-                    if workload in ("create", "mixed"):
+                    if workload in ("create", "mixed", "mcp-add"):
                         asyncio.run(reset_writes(db_url, last_seeded_id))
                     if workload in sync_workloads.KEYED_WORKLOADS:
                         reset = sync_workloads.reset_keyed_writes(db_url, last_seeded_id)

@@ -2,7 +2,7 @@
 --
 -- BENCH_DATA names a Lua file (written by bench/run.py) returning
 --   { workload = "list"|"get"|"create"|"toggle"|"mixed"|"search"|"filter"|"sort"|"list-one"
---                |"update"|"create-idem"|"toggle-idem",
+--                |"mcp-list"|"mcp-add"|"update"|"create-idem"|"toggle-idem",
 --     query = "<query string of search, filter, sort>",
 --     tokens = { "<jwt>", ... }, ids = { { <task id>, ... }, ... } }
 -- where ids[i] are task ids owned by the user of tokens[i].
@@ -17,6 +17,11 @@ local key_prefix
 local keys_made = 0
 
 local CREATE_BODY = '{"title": "Benchmark task", "description": "Written by the load generator"}'
+-- One MCP tools/call per POST to /mcp: the transport is stateless, so no initialize is needed.
+local MCP_LIST_BODY = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+   .. '"params": {"name": "list_tasks", "arguments": {}}}'
+local MCP_ADD_BODY = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
+   .. '"params": {"name": "add_task", "arguments": ' .. CREATE_BODY .. '}}'
 
 -- Idempotency keys must differ across threads AND across wrk runs (warm-up, measured runs), or
 -- a key would be replayed: each thread draws its own prefix from the kernel.
@@ -124,6 +129,20 @@ builders.sort = builders.search
 -- One user's first page over and over: the list latency of a given user size.
 builders["list-one"] = function(_user)
    return builders.list(1)
+end
+
+local function mcp_call(user, body)
+   local headers = headers_for(user, true)
+   headers["Accept"] = "application/json, text/event-stream"
+   return wrk.format("POST", "/mcp", headers, body)
+end
+
+builders["mcp-list"] = function(user)
+   return mcp_call(user, MCP_LIST_BODY)
+end
+
+builders["mcp-add"] = function(user)
+   return mcp_call(user, MCP_ADD_BODY)
 end
 
 function request()

@@ -128,6 +128,16 @@ def test_benchmark_runs_every_workload_against_a_real_server(tmp_path: Path) -> 
 
 
 @pytest.mark.postgres
+def test_benchmark_runs_the_mcp_tool_calls_when_asked(tmp_path: Path) -> None:
+    result, _ = run_bench(tmp_path, "--no-big-user", "--workloads", ",".join(bench.MCP_WORKLOADS))
+    rows = {row["workload"]: row for row in result["rows"]}
+    assert set(rows) == set(bench.MCP_WORKLOADS)
+    for row in rows.values():
+        assert row["valid"], row  # every POST /mcp answered 200
+        assert row["runs"][0]["requests"] > 0
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("reference", ["fastapi", "starlette"])
 def test_reference_apps_serve_the_get_workload(tmp_path: Path, reference: str) -> None:
     result, _ = run_bench(tmp_path, "--reference", reference, "--workloads", "get")

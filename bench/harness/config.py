@@ -25,6 +25,8 @@ WORKLOADS = (
     # (harness/sync_workloads.py): a PUT of a new title, and create/toggle with a fresh key each.
     *("update", "create-idem", "toggle-idem"),
 )
+# Run only when named in --workloads: an MCP tools/call of list_tasks or add_task, one POST each.
+MCP_WORKLOADS = ("mcp-list", "mcp-add")
 USERS = 100
 TASKS_PER_USER = 50
 BIG_USER_TASKS = 10_000

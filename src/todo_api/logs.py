@@ -69,3 +69,11 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic announces each of its plugins at INFO on every run: start-up noise, not news.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # The MCP transport announces the end of every stateless exchange, one line per /mcp call.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
+
+
+def tag_user(user_id: str) -> None:
+    """Name the caller on the current request's log lines, its access line among them."""
+    if context := current_request.get():
+        context.user_id = user_id

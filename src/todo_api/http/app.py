@@ -29,6 +29,7 @@ from todo_api.http.routes import health, sync, tags, tasks
 from todo_api.jobs import background_jobs
 from todo_api.live.hub import StreamHub
 from todo_api.logs import configure_logging
+from todo_api.mcp import TaskToolsServer
 from todo_api.migrations import try_upgrade, upgrade_when_reachable
 from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings, load_settings
@@ -69,6 +70,11 @@ def create_app(
         database=DatabaseState(migrated=not migrate_on_startup),
         rate_limiter=RateLimiter.from_settings(settings),
     )
+    task_tools = TaskToolsServer(
+        services.verifier,
+        services.tasks_of,
+        authorization_server=settings.better_auth_base_url,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -84,8 +90,11 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         try:
-            async with background_jobs(
-                settings, services.engine, services.runner, services.streams, services.database
+            async with (
+                task_tools.running(),
+                background_jobs(
+                    settings, services.engine, services.runner, services.streams, services.database
+                ),
             ):
                 yield
         finally:
@@ -105,6 +114,7 @@ def create_app(
     app.include_router(sync.router)  # before the tasks' /{task_id} routes
     app.include_router(tasks.router)
     app.include_router(tags.router)
+    app.router.routes.extend(task_tools.routes())
 
     # Listed innermost first: the request id wraps everything, so even a CORS rejection or a
     # 500 carries one, and CORS headers reach error responses the browser must be able to read.

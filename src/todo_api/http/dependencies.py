@@ -9,10 +9,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from todo_api.auth import AuthError, Principal, TokenVerifier
+from todo_api.auth import Principal, TokenVerifier, authenticate_token, bearer_token
 from todo_api.database import DatabaseNotReady, DatabaseState, StatementRunner
 from todo_api.live.hub import StreamHub
-from todo_api.logs import current_request
 from todo_api.rate_limits import RateLimiter
 from todo_api.settings import Settings
 from todo_api.tasks.repository import TaskRepository
@@ -29,6 +28,12 @@ class Services:
     streams: StreamHub  # this process's live streams (live.hub)
     database: DatabaseState = field(default_factory=DatabaseState)
     rate_limiter: RateLimiter | None = None  # None: requests are not limited (RATE_LIMIT=0)
+
+    def tasks_of(self, user_id: str) -> TaskRepository:
+        """The user's own tasks, once the database has been migrated since start-up."""
+        if not self.database.migrated:
+            raise DatabaseNotReady
+        return TaskRepository(self.runner, user_id)
 
     async def aclose(self, *, dispose_engine: bool = True) -> None:
         if self.rate_limiter is not None:
@@ -63,26 +68,17 @@ class _CallersTasks(HTTPBearer):
 
     async def __call__(self, request: Request) -> TaskRepository:  # type: ignore[override]
         principal = await self.principal(request)
-        return TaskRepository(services_of(request).runner, principal.user_id)
+        return services_of(request).tasks_of(principal.user_id)
 
     async def principal(self, request: Request) -> Principal:
         services = services_of(request)
-        principal = await services.verifier.authenticate(await self.token(request))
-        if context := current_request.get():
-            context.user_id = principal.user_id
+        principal = await authenticate_token(services.verifier, await self.token(request))
         if not services.database.migrated:
             raise DatabaseNotReady
         return principal
 
     async def token(self, request: Request) -> str:
-        credentials = await super().__call__(request)
-        if credentials is None:
-            if "authorization" not in request.headers:
-                raise AuthError(
-                    "Missing Authorization header; send 'Authorization: Bearer <token>'"
-                )
-            raise AuthError("Malformed Authorization header; expected 'Bearer <token>'")
-        return credentials.credentials
+        return bearer_token(request.headers.get("authorization"))
 
 
 class _StreamCaller(_CallersTasks):

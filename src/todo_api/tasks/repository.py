@@ -184,7 +184,7 @@ _TAGS: Select[Any] = (
     .group_by(task_tags.c.tag)
     .order_by(task_tags.c.tag)
 )
-_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(tasks.c.id)
+_DELETE: ReturningDelete[Any] = delete(tasks).where(*_THIS_TASK).returning(*PUBLIC_COLUMNS)
 _DELETE_AT: ReturningDelete[Any] = _DELETE.where(_AT_VERSION)
 TagCounts = list[dict[str, Any]]  # [{"name": ..., "count": ...}]
 # Writes of one task that lost a race to another write are worked out again this many times.
@@ -317,15 +317,16 @@ class TaskRepository:
         """The caller's tags by name, each with how many of the caller's tasks carry it."""
         return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
 
-    async def delete(self, task_id: int, *, if_version: int | None = None) -> bool:
-        """Whether the task was there to delete; with `if_version`, it is deleted only at that
-        version (else PreconditionFailed)."""
+    async def delete(self, task_id: int, *, if_version: int | None = None) -> Task | None:
+        """The task as it was before it was deleted, or None if there was no such task; with
+        `if_version`, it is deleted only at that version (else PreconditionFailed)."""
         if if_version is None:
-            return await self._one(_DELETE, task_id=task_id) is not None
-        if await self._one(_DELETE_AT, task_id=task_id, if_version=if_version) is not None:
-            return True
-        await self._missing_or_stale(task_id, if_version)
-        return False
+            row = await self._one(_DELETE, task_id=task_id)
+        else:
+            row = await self._one(_DELETE_AT, task_id=task_id, if_version=if_version)
+            if row is None:
+                await self._missing_or_stale(task_id, if_version)
+        return None if row is None else task_from_row(row)
 
     async def _missing_or_stale(self, task_id: int, if_version: int | None) -> None:
         """After a conditional write that found nothing: None if the task does not exist;

@@ -34,6 +34,8 @@ from todo_api.schema import (
 )
 from todo_api.tasks.recurrence import InvalidRule, parse_rule
 
+MAX_TASK_ID = 2**63 - 1  # the largest id the database's BIGINT column holds
+
 
 def _storable_text(value: Any) -> Any:
     # Text a database column cannot hold is refused before any other check of a string, so it is
@@ -385,6 +387,8 @@ def _tag_filter(tags: list[str]) -> list[str]:
 
 
 def _query_bool(value: Any) -> bool:
+    if isinstance(value, bool):  # a JSON boolean, where the query comes as JSON (MCP tools)
+        return value
     if value in ("true", "false"):
         return bool(value == "true")
     raise PydanticCustomError("bool_parsing", "Must be 'true' or 'false'")

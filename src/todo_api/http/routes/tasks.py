@@ -32,9 +32,14 @@ from todo_api.http.preconditions import (
 from todo_api.tasks.repository import TaskRepository, Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
-from todo_api.tasks.schemas import CompletionUpdate, TaskCreate, TaskQuery, TaskRead, TaskUpdate
-
-MAX_TASK_ID = 2**63 - 1
+from todo_api.tasks.schemas import (
+    MAX_TASK_ID,
+    CompletionUpdate,
+    TaskCreate,
+    TaskQuery,
+    TaskRead,
+    TaskUpdate,
+)
 
 TASKS_PATH = "/api/tasks"
 GUIDE_TASKS_PATH = "/api/{user_id}/tasks"
@@ -280,6 +285,5 @@ async def complete_task(
 )
 async def delete_task(task_id: TaskId, tasks: UserTasks, if_match: IfMatch = None) -> Response:
     version = await version_required(if_match, tasks, task_id)
-    if not await tasks.delete(task_id, if_version=version):
-        _found(None)
+    _found(await tasks.delete(task_id, if_version=version))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
