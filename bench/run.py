@@ -7,6 +7,7 @@
     python3 dev.py bench --auth eddsa         # EdDSA tokens verified against a local JWKS
     python3 dev.py bench --workloads list,create,mcp-list,mcp-add   # the MCP tools beside REST
     python3 dev.py bench --reference fastapi --workloads get  # a bare app's get (reference.py)
+    python3 dev.py bench --workloads update,create-idem,toggle-idem --streams  # sync costs
 
 Setup, all by this script: wrk from Debian's packages if it is missing, a throwaway database on
 the PostgreSQL server (`--server`, default postgresql://postgres@127.0.0.1:5432/postgres),
@@ -38,6 +39,7 @@ from typing import Any
 # The harness package sits next to this script; loaded as a module (tests), it is not on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import streams, sync_workloads
 from harness.config import (
     BIG_USER,
     BIG_USER_FACTORS,
@@ -135,6 +137,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy each workload's first run")
     parser.add_argument("--label", default=None, help="name of this run in bench/results/")
     parser.add_argument("--output", type=Path, default=None, help="JSON result file")
+    sync_workloads.add_arguments(parser)
+    streams.add_arguments(parser)
     args = parser.parse_args(argv)
     args.workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(args.workloads) - {*WORKLOADS, *MCP_WORKLOADS}
@@ -156,6 +160,8 @@ def main(argv: list[str]) -> int:
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("error: the benchmark needs two cores, one for the server and one for wrk")
     ensure_wrk()
+    if args.streams:
+        streams.raise_open_files_limit(streams.open_files_needed(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"{stamp}-{args.label}.json"
@@ -185,6 +191,7 @@ def _bench(
         # limit (--env RATE_LIMIT=1000000/minute, and REDIS_URL, measure one that never refuses).
         "RATE_LIMIT": "0",
         **auth.environment,
+        **streams.server_environment(args),
         **dict(item.split("=", 1) for item in args.env),
     }
     subprocess.run(
@@ -217,8 +224,8 @@ def _bench(
         write_data(workload, workload, users)
     for workload in WORKLOADS:
         # "search-big": the search workload, every request from the 10,000-task user.
-        base, _, big = workload.partition("-")
-        write_data(workload, base, [BIG_USER] if big else users)
+        base = workload.removesuffix("-big")
+        write_data(workload, base, [BIG_USER] if base != workload else users)
     for workload in BIG_USER_FACTORS:
         write_data(f"{workload}@big", workload, [BIG_USER])
         write_data(f"{workload}@small", workload, users[:1])
@@ -241,6 +248,9 @@ def _bench(
             for connections in args.connections:
                 row = Row(workload, connections)
                 bench.warm_up(workload, connections)
+                stored_keys = []
+                if workload in sync_workloads.KEYED_WORKLOADS:
+                    asyncio.run(sync_workloads.reset_keyed_writes(db_url, last_seeded_id))
                 for number in range(args.runs):
                     profile = None
                     if args.profile and number == 0 and connections == max(args.connections):
@@ -250,12 +260,23 @@ def _bench(
                         print(top_functions(Path(profile)), flush=True)
                     if workload in ("create", "mixed", "mcp-add"):
                         asyncio.run(reset_writes(db_url, last_seeded_id))
+                    if workload in sync_workloads.KEYED_WORKLOADS:
+                        reset = sync_workloads.reset_keyed_writes(db_url, last_seeded_id)
+                        stored_keys.append(asyncio.run(reset))
                 row.rss_mb = bench.rss()
                 rows.append(row.summary())
+                if workload in sync_workloads.KEYED_WORKLOADS:
+                    sync_workloads.with_first_request_check(rows[-1], stored_keys)
                 print(format_table(rows[-1:]).splitlines()[-1], flush=True)
         if not args.no_big_user:
             big_user = _big_user_check(bench)
+        stream_result = streams.measure_streams(bench, auth) if args.streams else None
         worker_rss = bench.rss()
+    costs = None
+    if args.baseline:
+        costs = sync_workloads.cost_against_baseline(
+            rows, sync_workloads.load_baseline(args.baseline)
+        )
     result = {
         "when": output.stem,
         "label": args.label,
@@ -277,6 +298,8 @@ def _bench(
         "rows": rows,
         "big_user": big_user,
         "peak_rss_mb_per_worker": worker_rss,
+        "streams": stream_result,
+        "cost_vs_baseline": costs,
     }
     output.write_text(json.dumps(result, indent=2) + "\n")
     print()
@@ -290,9 +313,16 @@ def _bench(
             f"{check['small_p50_ms']:.2f} ms: ratio {check['ratio']:.2f} "
             f"({verdict}, target < {factor:g})"
         )
+    if stream_result is not None:
+        print(streams.format_streams(stream_result))
+    if costs is not None:
+        print(sync_workloads.format_costs(costs, str(args.baseline)))
     print(f"Peak RSS per worker: {', '.join(f'{mb:.1f} MB' for mb in worker_rss)}")
     print(f"Results: {output}")
     invalid = [row for row in rows if not row["valid"]]
+    if stream_result is not None and not streams.streams_valid(stream_result):
+        print("INVALID: a stream ended early or missed an event, or a run had errors")
+        return 1
     if invalid or any(check["errors"] for check in (big_user or {}).values()):
         print("INVALID: some runs had errors (non-2xx or socket errors)")
         return 1

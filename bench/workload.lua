@@ -2,7 +2,7 @@
 --
 -- BENCH_DATA names a Lua file (written by bench/run.py) returning
 --   { workload = "list"|"get"|"create"|"toggle"|"mixed"|"search"|"filter"|"sort"|"list-one"
---                |"mcp-list"|"mcp-add",
+--                |"mcp-list"|"mcp-add"|"update"|"create-idem"|"toggle-idem",
 --     query = "<query string of search, filter, sort>",
 --     tokens = { "<jwt>", ... }, ids = { { <task id>, ... }, ... } }
 -- where ids[i] are task ids owned by the user of tokens[i].
@@ -13,6 +13,8 @@ local data
 local users
 local counter = 0
 local threads = {}
+local key_prefix
+local keys_made = 0
 
 local CREATE_BODY = '{"title": "Benchmark task", "description": "Written by the load generator"}'
 -- One MCP tools/call per POST to /mcp: the transport is stateless, so no initialize is needed.
@@ -20,6 +22,20 @@ local MCP_LIST_BODY = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
    .. '"params": {"name": "list_tasks", "arguments": {}}}'
 local MCP_ADD_BODY = '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", '
    .. '"params": {"name": "add_task", "arguments": ' .. CREATE_BODY .. '}}'
+
+-- Idempotency keys must differ across threads AND across wrk runs (warm-up, measured runs), or
+-- a key would be replayed: each thread draws its own prefix from the kernel.
+local function random_hex(bytes)
+   local source = assert(io.open("/dev/urandom", "rb"))
+   local raw = source:read(bytes)
+   source:close()
+   return (raw:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function fresh_key()
+   keys_made = keys_made + 1
+   return key_prefix .. "-" .. keys_made
+end
 
 function setup(thread)
    thread:set("thread_number", #threads)
@@ -33,6 +49,7 @@ function init(args)
    local number = tonumber(thread_number) or 0
    counter = number * 7919
    math.randomseed(12345 + number)
+   key_prefix = random_hex(8)
 end
 
 local function next_user()
@@ -81,6 +98,25 @@ builders.mixed = function(user)
       return builders.create(user)
    end
    return builders.toggle(user)
+end
+
+-- What versions, idempotency keys and the change feed cost: a title change, and create and
+-- toggle each with a fresh Idempotency-Key (a first request: its response is stored).
+builders.update = function(user)
+   local body = '{"title": "Renamed task ' .. counter .. '"}'
+   return wrk.format("PUT", "/api/tasks/" .. pick_id(user), headers_for(user, true), body)
+end
+
+builders["create-idem"] = function(user)
+   local headers = headers_for(user, true)
+   headers["Idempotency-Key"] = fresh_key()
+   return wrk.format("POST", "/api/tasks", headers, CREATE_BODY)
+end
+
+builders["toggle-idem"] = function(user)
+   local headers = headers_for(user, false)
+   headers["Idempotency-Key"] = fresh_key()
+   return wrk.format("PATCH", "/api/tasks/" .. pick_id(user) .. "/complete", headers)
 end
 
 -- The list with search, filters or sorting (the query string comes with the data).

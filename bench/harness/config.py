@@ -21,6 +21,9 @@ WORKLOADS = (
     *("list", "get", "create", "toggle", "mixed"),
     *LIST_QUERIES,
     *(f"{name}-big" for name in LIST_QUERIES),
+    # Writes that show what versions, idempotency keys and the change feed cost
+    # (harness/sync_workloads.py): a PUT of a new title, and create/toggle with a fresh key each.
+    *("update", "create-idem", "toggle-idem"),
 )
 # Run only when named in --workloads: an MCP tools/call of list_tasks or add_task, one POST each.
 MCP_WORKLOADS = ("mcp-list", "mcp-add")

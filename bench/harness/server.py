@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ def server_command(args: argparse.Namespace) -> list[str]:
 def running_server(
     args: argparse.Namespace, env: dict[str, str], workdir: Path
 ) -> Iterator[Server]:
+    _ensure_port_free(args.port)
     log = RESULTS / f"server-{args.label}.log"
     command = ["taskset", "-c", args.server_cpus, *server_command(args)]
     with log.open("w") as log_file:
@@ -76,6 +78,14 @@ def running_server(
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _ensure_port_free(port: int) -> None:
+    """Another server on the port would answer the health check and take the load (with
+    tokens it refuses), while this run's server fails to bind."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"error: port {port} is in use already: pick another --port")
 
 
 def _wait_until_up(server: Server, workers: int) -> None:
