@@ -9,6 +9,7 @@ from todo_api.database.faults import (
     misconfiguration,
 )
 from todo_api.database.runner import (
+    Record,
     StatementRunner,
     Transaction,
     TransactionRunner,
@@ -21,6 +22,7 @@ __all__ = [
     "DatabaseNotReady",
     "DatabaseState",
     "PostgresConnection",
+    "Record",
     "StatementRunner",
     "Transaction",
     "TransactionRunner",

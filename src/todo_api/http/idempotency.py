@@ -21,8 +21,6 @@ from todo_api.http.errors import ErrorDetail
 from todo_api.schema import IDEMPOTENCY_KEY_MAX
 from todo_api.tasks.idempotency import IdempotentWrites, KeyInFlight, KeyReused, StoredResponse
 from todo_api.tasks.repository import TaskRepository
-from todo_api.tasks.rows import Task
-from todo_api.tasks.schemas import TaskRead
 
 IdempotencyKey = Annotated[
     str | None,
@@ -45,7 +43,7 @@ IN_FLIGHT = (
     "A request with this Idempotency-Key is still being processed; retry after it has finished"
 )
 
-Write = Callable[[TaskRepository], Awaitable[Task]]
+Write = Callable[[TaskRepository], Awaitable[Response]]
 
 
 def _key(header: str) -> str:
@@ -69,14 +67,8 @@ async def _fingerprint(request: Request) -> bytes:
 
 
 async def written_once(
-    request: Request,
-    response: Response,
-    header: str | None,
-    tasks: TaskRepository,
-    write: Write,
-    *,
-    status_code: int,
-) -> Task | Response:
+    request: Request, header: str | None, tasks: TaskRepository, write: Write
+) -> Response:
     """`write`'s answer. With an Idempotency-Key (`header`), stored under the key in the
     write's own transaction, or the answer stored for an earlier identical request. A 4xx is
     stored like a success; anything else that goes wrong is not, and the retry runs again."""
@@ -84,17 +76,21 @@ async def written_once(
         return await write(tasks)
     key = _key(header)
 
+    first: Response | None = None
+
     async def stored_write(repository: TaskRepository) -> StoredResponse:
+        nonlocal first
         try:
-            task = await write(repository)
+            first = await write(repository)
         except HTTPException as error:
             if error.status_code >= 500:
                 raise
             detail = JSONResponse({"detail": error.detail}).body
             return StoredResponse(error.status_code, bytes(detail))
-        body = TaskRead.model_validate(task).model_dump_json().encode()
-        headers = response.headers
-        return StoredResponse(status_code, body, headers.get("location"), headers.get("etag"))
+        headers = first.headers
+        return StoredResponse(
+            first.status_code, bytes(first.body), headers.get("location"), headers.get("etag")
+        )
 
     services = services_of(request)
     store = IdempotentWrites(services.runner, tasks.user_id)
@@ -110,10 +106,12 @@ async def written_once(
     if pause and not outcome.replayed:
         # For tests only (docs/sync.md): the process can be killed between commit and answer.
         await asyncio.sleep(pause)
-    stored = outcome.response
-    # The first answer keeps every header the write set (a next occurrence's Link, say).
-    headers = {"idempotent-replayed": "true"} if outcome.replayed else dict(response.headers)
-    headers.pop("content-length", None)
+    if first is not None and not outcome.replayed:
+        # The first answer as the write made it, with every header it set (a next
+        # occurrence's Link, say).
+        return first
+    stored = outcome.response  # a replay, or a first answer that was a 4xx
+    headers = {"idempotent-replayed": "true"} if outcome.replayed else {}
     for name, value in (("location", stored.location), ("etag", stored.etag)):
         if value is not None:
             headers[name] = value

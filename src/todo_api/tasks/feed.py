@@ -30,7 +30,7 @@ from sqlalchemy import (
     true,
 )
 
-from todo_api.database import StatementRunner
+from todo_api.database import Record, StatementRunner
 from todo_api.schema import FEED_CHANGE, FEED_REMINDER, task_counts, task_feed, tasks
 from todo_api.tasks.repository import OWNED_COUNTERS, OWNED_FEED
 from todo_api.tasks.rows import PUBLIC_COLUMNS, task_from_row
@@ -250,7 +250,7 @@ class ChangeFeed:
         if max(position.seq, position.horizon) < pruned:
             raise CursorGone
 
-    def _entry(self, row: dict[str, Any], horizon: int, key: str | None) -> FeedEntry:
+    def _entry(self, row: Record, horizon: int, key: str | None) -> FeedEntry:
         item: UpsertItem | DeleteItem | ReminderItem
         if row["feed_deleted"]:
             item = DeleteItem(id=row["feed_task_id"])

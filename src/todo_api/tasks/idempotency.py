@@ -11,12 +11,12 @@ repeat waits for the first and gets its response.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
@@ -51,20 +51,24 @@ class Outcome:
     replayed: bool
 
 
+# The key's row as a claim writes it. The placeholder response is replaced before the
+# transaction commits, so no reader ever sees it.
+_CLAIMED_ROW = {
+    "user_id": bindparam("owner", type_=idempotency_keys.c.user_id.type),
+    "key": _KEY,
+    "fingerprint": bindparam("fingerprint", type_=idempotency_keys.c.fingerprint.type),
+    "status": literal(0),
+    "body": literal(b""),
+    "created_at": bindparam("now", type_=idempotency_keys.c.created_at.type),
+}
+_KEY_COLUMNS = [idempotency_keys.c.user_id, idempotency_keys.c.key]
+
+
 def _claim(dialect: Any) -> ReturningInsert[Any]:
-    """The key, taken for this request; nothing if it is taken already. The placeholder
-    response is replaced before the transaction commits, so no reader ever sees it."""
-    values = {
-        "user_id": bindparam("owner"),
-        "key": _KEY,
-        "fingerprint": bindparam("fingerprint", type_=idempotency_keys.c.fingerprint.type),
-        "status": 0,
-        "body": b"",
-        "created_at": bindparam("now", type_=idempotency_keys.c.created_at.type),
-    }
-    statement = dialect.insert(idempotency_keys).values(**values)
+    """The key, taken for this request; nothing if it is taken already."""
+    statement = dialect.insert(idempotency_keys).values(**_CLAIMED_ROW)
     claimed: ReturningInsert[Any] = statement.on_conflict_do_nothing(
-        index_elements=[idempotency_keys.c.user_id, idempotency_keys.c.key]
+        index_elements=_KEY_COLUMNS
     ).returning(idempotency_keys.c.key)
     return claimed
 
@@ -88,15 +92,41 @@ _STORE: ReturningUpdate[Any] = (
     )
     .returning(idempotency_keys.c.key)
 )
-# Held until the transaction ends; a second holder is refused rather than made to wait.
-_TRY_LOCK: Select[Any] = select(
-    func.pg_try_advisory_xact_lock(
-        func.hashtext(bindparam("owner", type_=idempotency_keys.c.user_id.type)),
-        func.hashtext(_KEY),
-    ).label("locked")
-)
+
+
+def _lock_and_claim() -> Select[Any]:
+    """PostgreSQL, in one round trip: a try-lock on the user and key (held until the
+    transaction ends; a second holder is refused rather than made to wait), the claim, and
+    the response stored under the key before.
+
+    The claim's insert reads the lock's result, so it runs only once the lock is held. The
+    stored response is read from the statement's snapshot: a key that another request
+    committed after the snapshot was taken and before the lock was is neither claimed nor
+    seen, and is read again in a statement of its own (`_STORED`)."""
+    locked = select(
+        func.pg_try_advisory_xact_lock(
+            func.hashtext(_CLAIMED_ROW["user_id"]), func.hashtext(_KEY)
+        ).label("locked")
+    ).cte("locked")
+    claimed = (
+        postgresql.insert(idempotency_keys)
+        .from_select(list(_CLAIMED_ROW), select(*_CLAIMED_ROW.values()).where(locked.c.locked))
+        .on_conflict_do_nothing(index_elements=_KEY_COLUMNS)
+        .returning(idempotency_keys.c.key)
+        .cte("claimed")
+    )
+    return select(
+        locked.c.locked, exists(claimed.select()).label("claimed"), *_STORED.selected_columns
+    ).select_from(locked.outerjoin(idempotency_keys, and_(*_THIS_KEY)))
+
+
+_LOCK_AND_CLAIM = _lock_and_claim()
 
 Write = Callable[[TaskRepository], Awaitable[StoredResponse]]
+
+
+def _stored_response(row: Mapping[str, Any]) -> StoredResponse:
+    return StoredResponse(row["status"], row["body"], row["location"], row["etag"])
 
 
 class IdempotentWrites:
@@ -112,19 +142,24 @@ class IdempotentWrites:
         A response `write` raises instead of returning is not stored (the retry runs anew)."""
         dialect = self._runner.dialect_name
         params = {"owner": self._user_id, "idempotency_key": key}
+        claim = params | {"fingerprint": fingerprint, "now": datetime.now(UTC)}
         async with self._runner.transaction() as transaction:
             if dialect == "postgresql":
-                lock = await transaction.fetch_one(_TRY_LOCK, params)
-                if lock is None or not lock["locked"]:
+                outcome = await transaction.fetch_one(_LOCK_AND_CLAIM, claim)
+                assert outcome is not None  # the lock's row is always there
+                if not outcome["locked"]:
                     raise KeyInFlight
-            claim = params | {"fingerprint": fingerprint, "now": datetime.now(UTC)}
-            if await transaction.fetch_one(_CLAIM[dialect], claim) is None:
-                stored = await transaction.fetch_one(_STORED, params)
+                claimed, stored = outcome["claimed"], outcome
+            else:
+                claimed = await transaction.fetch_one(_CLAIM[dialect], claim) is not None
+                stored = None
+            if not claimed:
+                if stored is None or stored["fingerprint"] is None:
+                    stored = await transaction.fetch_one(_STORED, params)
                 assert stored is not None
                 if stored["fingerprint"] != fingerprint:
                     raise KeyReused
-                del stored["fingerprint"]
-                return Outcome(StoredResponse(**stored), replayed=True)
+                return Outcome(_stored_response(stored), replayed=True)
             tasks = TaskRepository(TransactionRunner(transaction, dialect), self._user_id)
             response = await write(tasks)
             stored_values = {

@@ -299,12 +299,17 @@ class TaskRepository:
             if current is None:
                 return None
             values = _changed_columns(current, changes)
+            statement = _update_statement(frozenset(values))
             params = {f"new_{name}": value for name, value in values.items()}
             params |= {"read_version": current["version"], "now": _now()}
+            if "tags" not in changes and not _completes_series(current | changes):
+                # One statement, atomic on its own: no transaction's two extra round trips.
+                task = await self._one(statement, task_id=task_id, **params)
+                if task is None:
+                    continue
+                return Written(task_from_row(task))
             async with self._runner.transaction() as transaction:
-                task = await self._in(
-                    transaction, _update_statement(frozenset(values)), task_id, params
-                )
+                task = await self._in(transaction, statement, task_id, params)
                 if task is None:
                     continue
                 if "tags" in changes:
@@ -345,7 +350,8 @@ class TaskRepository:
 
     async def tags(self) -> TagCounts:
         """The caller's tags by name, each with how many of the caller's tasks carry it."""
-        return await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
+        rows = await self._runner.fetch_all(_TAGS, {"owner": self._user_id})
+        return [{"name": row["name"], "count": row["count"]} for row in rows]
 
     async def delete(self, task_id: int, *, if_version: int | None = None) -> Task | None:
         """The task as it was before it was deleted, or None if there was no such task; with
@@ -367,7 +373,7 @@ class TaskRepository:
     async def _follow_completion(self, transaction: Transaction, task: Task) -> int | None:
         """The id of the next occurrence this completion created: None for a task that is not
         completed, not recurring, at the end of its series, or that already has its next."""
-        if not task["completed"] or task["recurrence"] is None or task["due_at"] is None:
+        if not _completes_series(task):
             return None
         due_at: datetime = task["due_at"]
         rule = parse_rule(task["recurrence"])
@@ -446,6 +452,11 @@ def _changed_columns(current: Task, changes: dict[str, Any]) -> dict[str, Any]:
     if recurrence_changed:
         values["occurrence"] = 1  # a new rule starts a new series at this task
     return values
+
+
+def _completes_series(task: Task) -> bool:
+    """Whether a task written with these values may need its next occurrence created."""
+    return bool(task["completed"] and task["recurrence"] is not None and task["due_at"] is not None)
 
 
 def _check_version(task: Task | None, if_version: int | None) -> None:

@@ -29,6 +29,7 @@ from todo_api.http.preconditions import (
     not_modified_response,
     version_required,
 )
+from todo_api.http.task_responses import task_response
 from todo_api.tasks.repository import TaskRepository, Written
 from todo_api.tasks.rows import Task
 from todo_api.tasks.rules import InvalidTask
@@ -135,15 +136,14 @@ def _field_errors() -> Iterator[None]:
         raise RequestValidationError([problem | {"input": None}]) from None
 
 
-def _written(request: Request, response: Response, written: Written | None) -> Task:
+def _written(request: Request, written: Written | None) -> Response:
     """The task a write left; the next occurrence it created, if any, named in `Link`."""
-    if written is None:
-        return _found(None)
-    if written.next_occurrence_id is not None:
+    task = _found(None if written is None else written.task)
+    headers = {"ETag": etag(task)}
+    if written is not None and written.next_occurrence_id is not None:
         location = task_location(request, written.next_occurrence_id)
-        response.headers["Link"] = f'<{location}>; rel="next-occurrence"'
-    response.headers["ETag"] = etag(written.task)
-    return written.task
+        headers["Link"] = f'<{location}>; rel="next-occurrence"'
+    return task_response(task, headers=headers)
 
 
 @_serve(
@@ -154,14 +154,14 @@ def _written(request: Request, response: Response, written: Written | None) -> T
     response_description="A page of tasks; `X-Total-Count` and `Link` describe the rest",
 )
 async def list_tasks(
-    request: Request, response: Response, tasks: UserTasks, query: Annotated[TaskQuery, Query()]
+    request: Request, tasks: UserTasks, query: Annotated[TaskQuery, Query()]
 ) -> Any:
     items, total = await tasks.list(query)
-    response.headers["X-Total-Count"] = str(total)
+    headers = {"X-Total-Count": str(total)}
     links = pagination_links(request.url, total=total, limit=query.limit, offset=query.offset)
     if links:
-        response.headers["Link"] = links
-    return items
+        headers["Link"] = links
+    return task_response(items, headers=headers)
 
 
 def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | None:
@@ -188,23 +188,19 @@ def pagination_links(url: URL, *, total: int, limit: int, offset: int) -> str | 
 )
 async def create_task(
     request: Request,
-    response: Response,
     tasks: UserTasks,
     body: TaskCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    async def create(repository: TaskRepository) -> Task:
+    async def create(repository: TaskRepository) -> Response:
         with _field_errors():
             task = await repository.create(body)
         # Written out: url_for searches every route and builds a whole URL, a tenth of a
         # create's CPU time.
-        response.headers["Location"] = task_location(request, task["id"])
-        response.headers["ETag"] = etag(task)
-        return task
+        headers = {"Location": task_location(request, task["id"]), "ETag": etag(task)}
+        return task_response(task, status_code=status.HTTP_201_CREATED, headers=headers)
 
-    return await written_once(
-        request, response, idempotency_key, tasks, create, status_code=status.HTTP_201_CREATED
-    )
+    return await written_once(request, idempotency_key, tasks, create)
 
 
 @_serve(
@@ -214,14 +210,11 @@ async def create_task(
     responses=NOT_FOUND | NOT_MODIFIED,
     summary="Get one task",
 )
-async def get_task(
-    task_id: TaskId, response: Response, tasks: UserTasks, if_none_match: IfNoneMatch = None
-) -> Any:
+async def get_task(task_id: TaskId, tasks: UserTasks, if_none_match: IfNoneMatch = None) -> Any:
     task = _found(await tasks.get(task_id))
     if not_modified(if_none_match, task):
         return not_modified_response(task)
-    response.headers["ETag"] = etag(task)
-    return task
+    return task_response(task, headers={"ETag": etag(task)})
 
 
 @_serve(
@@ -235,7 +228,6 @@ async def get_task(
 async def update_task(
     task_id: TaskId,
     request: Request,
-    response: Response,
     tasks: UserTasks,
     body: TaskUpdate,
     if_match: IfMatch = None,
@@ -243,7 +235,7 @@ async def update_task(
     version = await version_required(if_match, tasks, task_id)
     with _field_errors():
         written = await tasks.update(task_id, body.changes(), if_version=version)
-    return _written(request, response, written)
+    return _written(request, written)
 
 
 @_serve(
@@ -257,7 +249,6 @@ async def update_task(
 async def complete_task(
     task_id: TaskId,
     request: Request,
-    response: Response,
     tasks: UserTasks,
     body: Annotated[CompletionUpdate | None, Body()] = None,
     if_match: IfMatch = None,
@@ -265,14 +256,12 @@ async def complete_task(
 ) -> Any:
     completed = body.completed if body is not None else None
 
-    async def complete(repository: TaskRepository) -> Task:
+    async def complete(repository: TaskRepository) -> Response:
         version = await version_required(if_match, repository, task_id)
         written = await repository.set_completed(task_id, completed, if_version=version)
-        return _written(request, response, written)
+        return _written(request, written)
 
-    return await written_once(
-        request, response, idempotency_key, tasks, complete, status_code=status.HTTP_200_OK
-    )
+    return await written_once(request, idempotency_key, tasks, complete)
 
 
 @_serve(
