@@ -125,6 +125,19 @@ async def test_invalid_list_parameters_are_422(
     assert response.json()["detail"][0]["loc"][0] == "query"
 
 
+async def test_a_repeated_parameter_takes_its_last_value(
+    client: AsyncClient, user: str, create_task
+) -> None:
+    for n in range(3):
+        await create_task(user, f"Task {n}")
+    response = await client.get("/api/tasks?limit=1&offset=0&limit=2", headers=auth(user))
+    assert response.status_code == 200, response.text
+    assert len(response.json()) == 2
+    refused = await client.get("/api/tasks?limit=2&limit=0", headers=auth(user))
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["query", "limit"]
+
+
 async def test_paging_headers_walk_every_task_once(client: AsyncClient, user: str) -> None:
     created = await make_tasks(client, user, 7)
     seen: list[object] = []

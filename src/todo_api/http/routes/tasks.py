@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import URL
 
 from todo_api.http.dependencies import UserTasks
 from todo_api.http.errors import API_ERROR_RESPONSES, ErrorDetail
 from todo_api.http.idempotency import IDEMPOTENCY_RESPONSES, IdempotencyKey, written_once
+from todo_api.http.list_query import LIST_OPENAPI, list_query
 from todo_api.http.preconditions import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -152,9 +153,10 @@ def _written(request: Request, written: Written | None) -> Response:
     response_model=list[TaskRead],
     summary="List the caller's tasks: filtered, searched, sorted, paged",
     response_description="A page of tasks; `X-Total-Count` and `Link` describe the rest",
+    openapi_extra=LIST_OPENAPI,
 )
 async def list_tasks(
-    request: Request, tasks: UserTasks, query: Annotated[TaskQuery, Query()]
+    request: Request, tasks: UserTasks, query: Annotated[TaskQuery, Depends(list_query)]
 ) -> Any:
     items, total = await tasks.list(query)
     headers = {"X-Total-Count": str(total)}
