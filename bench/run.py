@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,25 +40,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import streams, sync_workloads
 from harness.config import (
-    BIG_USER,
     BIG_USER_FACTORS,
     BIG_USER_TASKS,
-    LIST_QUERIES,
     MCP_WORKLOADS,
     RESULTS,
-    ROOT,
-    SERVICE_VARIABLES,
     TASKS_PER_USER,
     WORKLOADS,
 )
-from harness.database import (
-    create_database,
-    database_url,
-    drop_database,
-    reset_writes,
-    seed,
-)
+from harness.database import create_database, database_url, drop_database
 from harness.load import Bench, ensure_wrk, run_wrk, write_lua_data
+from harness.options import add_placement_arguments, add_server_argument, workload_list
+from harness.prepare import (
+    migrate,
+    pool_size,
+    reset_after_run,
+    seed_database,
+    server_environment,
+    write_workload_data,
+)
 from harness.report import (
     Row,
     Run,
@@ -68,8 +66,9 @@ from harness.report import (
     parse_wrk_output,
     top_functions,
 )
-from harness.server import running_server, server_command
+from harness.server import THIS_TODO_API, running_server, server_command
 from harness.tokens import Auth, auth_mode
+from harness.venv import reexec_in_venv
 
 # What the tests use of the harness, through this script.
 __all__ = [
@@ -80,19 +79,8 @@ __all__ = [
     "format_table",
     "parse_args",
     "parse_wrk_output",
+    "write_lua_data",
 ]
-
-
-def _reexec_in_venv() -> None:
-    """Run inside the checkout's .venv (made by dev.py) whichever python started this script."""
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
-        return
-    sys.path.insert(0, str(ROOT))
-    import dev
-
-    dev.ensure_environment()
-    os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])  # noqa: S606
 
 
 # --------------------------------------------------------------------------- main
@@ -109,25 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--auth", choices=("hs256", "eddsa"), default="hs256")
-    parser.add_argument(
-        "--server",
-        default=os.environ.get(
-            "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="PostgreSQL server to make the throwaway database on [env BENCH_POSTGRES_URL]",
-    )
+    add_server_argument(parser)
     parser.add_argument("--port", type=int, default=18300)
     parser.add_argument("--jwks-port", type=int, default=18301)
-    parser.add_argument("--server-cpus", default="0", help="taskset CPU list of the server")
-    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list of wrk")
-    parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--log-level", default="INFO", help="the server's LOG_LEVEL")
-    parser.add_argument(
-        "--log-json", default="true", choices=("true", "false"), help="the server's LOG_JSON"
-    )
-    parser.add_argument(
-        "--env", action="append", default=[], help="extra NAME=VALUE for the server"
-    )
+    add_placement_arguments(parser)
     parser.add_argument("--no-big-user", action="store_true", help="skip the 10,000-task check")
     parser.add_argument(
         "--reference",
@@ -140,10 +113,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     sync_workloads.add_arguments(parser)
     streams.add_arguments(parser)
     args = parser.parse_args(argv)
-    args.workloads = [w for w in args.workloads.split(",") if w]
-    unknown = set(args.workloads) - {*WORKLOADS, *MCP_WORKLOADS}
-    if unknown:
-        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    args.workloads = workload_list(parser, args.workloads)
     args.connections = [int(c) for c in args.connections.split(",") if c]
     if args.reference:
         if args.workloads != ["get"] or args.workers != 1:
@@ -178,57 +148,12 @@ def main(argv: list[str]) -> int:
 def _bench(
     args: argparse.Namespace, auth: Auth, database: str, db_url: str, workdir: Path, output: Path
 ) -> int:
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES} | {
-        "ENVIRONMENT": "production",
-        "DATABASE_URL": db_url,
-        "LOG_LEVEL": args.log_level,
-        "LOG_JSON": args.log_json,
-        # A connection for each request a worker has in flight: one waiting for the pool is
-        # both slower and more costly than one served (RESULTS.md, step 8).
-        "DB_POOL_SIZE": str(-(-max(args.connections) // args.workers)),
-        "DB_MAX_OVERFLOW": "0",
-        # wrk sends each user's requests far faster than a person would, so measure without a
-        # limit (--env RATE_LIMIT=1000000/minute, and REDIS_URL, measure one that never refuses).
-        "RATE_LIMIT": "0",
-        **auth.environment,
-        **streams.server_environment(args),
-        **dict(item.split("=", 1) for item in args.env),
-    }
-    subprocess.run(
-        [str(Path(sys.executable).parent / "todo-api"), "migrate"],
-        cwd=workdir,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    started = time.monotonic()
-    ids_by_user = asyncio.run(seed(db_url))
-    last_seeded_id = max(max(ids) for ids in ids_by_user.values())
-    users = sorted(user for user in ids_by_user if user != BIG_USER)
-    print(
-        f"Seeded {len(users)} users x {TASKS_PER_USER} tasks and one user with "
-        f"{BIG_USER_TASKS} tasks in {time.monotonic() - started:.1f}s",
-        flush=True,
-    )
-    tokens = {user: auth.token(user) for user in [*users, BIG_USER]}
-    data: dict[str, Path] = {}
-
-    def write_data(name: str, workload: str, on: list[str]) -> None:
-        data[name] = workdir / f"{name}.lua"
-        query = LIST_QUERIES.get(workload, "")
-        write_lua_data(
-            data[name], workload, [tokens[u] for u in on], [ids_by_user[u] for u in on], query
-        )
-
-    for workload in MCP_WORKLOADS:
-        write_data(workload, workload, users)
-    for workload in WORKLOADS:
-        # "search-big": the search workload, every request from the 10,000-task user.
-        base = workload.removesuffix("-big")
-        write_data(workload, base, [BIG_USER] if base != workload else users)
-    for workload in BIG_USER_FACTORS:
-        write_data(f"{workload}@big", workload, [BIG_USER])
-        write_data(f"{workload}@small", workload, users[:1])
+    pool = pool_size(max(args.connections), args.workers)
+    env = server_environment(args, db_url, auth, pool, streams.server_environment(args))
+    migrate(THIS_TODO_API, env, workdir)
+    seeded = seed_database(db_url)
+    print(seeded.describe(), flush=True)
+    data = write_workload_data(workdir, seeded, auth)
 
     served = f"reference app {args.reference}" if args.reference else "todo-api serve"
     print(
@@ -250,7 +175,7 @@ def _bench(
                 bench.warm_up(workload, connections)
                 stored_keys = []
                 if workload in sync_workloads.KEYED_WORKLOADS:
-                    asyncio.run(sync_workloads.reset_keyed_writes(db_url, last_seeded_id))
+                    reset_after_run(workload, db_url, seeded.last_id)
                 for number in range(args.runs):
                     profile = None
                     if args.profile and number == 0 and connections == max(args.connections):
@@ -258,11 +183,9 @@ def _bench(
                     row.runs.append(bench.measure(workload, connections, profile=profile))
                     if profile:
                         print(top_functions(Path(profile)), flush=True)
-                    if workload in ("create", "mixed", "mcp-add"):
-                        asyncio.run(reset_writes(db_url, last_seeded_id))
-                    if workload in sync_workloads.KEYED_WORKLOADS:
-                        reset = sync_workloads.reset_keyed_writes(db_url, last_seeded_id)
-                        stored_keys.append(asyncio.run(reset))
+                    stored = reset_after_run(workload, db_url, seeded.last_id)
+                    if stored is not None:
+                        stored_keys.append(stored)
                 row.rss_mb = bench.rss()
                 rows.append(row.summary())
                 if workload in sync_workloads.KEYED_WORKLOADS:
@@ -354,5 +277,5 @@ def _big_user_check(bench: Bench) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    _reexec_in_venv()
+    reexec_in_venv(__file__)
     sys.exit(main(sys.argv[1:]))

@@ -19,17 +19,18 @@ from tests.server import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module  # dataclasses look their module up by name
+    sys.modules[f"bench_{name}"] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
 
 
-bench = load_bench()
+bench = load_script("run")
+compare = load_script("compare")
 
 
 def wrk_line(requests: int, p50_us: int, p99_us: int, status_errors: int = 0) -> str:
@@ -88,6 +89,56 @@ def test_lua_data_file_lists_tokens_and_ids_per_user(tmp_path: Path) -> None:
     assert '"a.b.c"' in text
     assert "{1, 2}" in text
     assert "{3}" in text
+
+
+def burst(workload: str, side: str, number: int, cpu: float, errors: int = 0) -> dict[str, Any]:
+    return {
+        "round": number,
+        "side": side,
+        "workload": workload,
+        "server_cpu_ms_per_request": cpu,
+        "db_cpu_ms_per_request": cpu / 2,
+        "rps": 1000.0,
+        "p50_ms": 10.0,
+        "p99_ms": 20.0 + number,
+        "errors": errors,
+    }
+
+
+def test_comparison_change_is_the_median_of_the_ratios_of_each_round() -> None:
+    """The machine slows down in round 1 for both sides alike: the per-round ratios see
+    through it, where the ratio of the two sides' medians would not."""
+    cpu = {"before": [0.20, 0.40, 0.25], "after": [0.22, 0.40, 0.30]}
+    bursts = [
+        burst("get", side, number, value)
+        for side, values in cpu.items()
+        for number, value in enumerate(values)
+    ]
+    bursts.append(burst("list", "before", 0, 0.5, errors=3))  # a side with errors, no pair
+    get = compare.summarize("get", bursts)
+    assert get["before_server_cpu_ms_per_request"] == 0.25
+    assert get["after_server_cpu_ms_per_request"] == 0.3  # +20 % between the medians
+    assert get["change_percent"] == 10.0  # the ratios 1.1, 1.0, 1.2: their median
+    assert (get["ratio_min"], get["ratio_max"]) == (1.0, 1.2)
+    assert get["rounds"] == 3
+    assert get["before_p99_ms"] == 21.0
+    listing = compare.summarize("list", bursts)
+    assert (listing["before_errors"], listing["after_errors"]) == (3, 0)
+    assert listing["change_percent"] is None
+    assert listing["after_server_cpu_ms_per_request"] is None
+    table = compare.format_comparison([get, listing])
+    assert "+10.0 %" in table
+    assert "1.00..1.20" in table
+    assert "3/0" in table
+    assert "n/a*" in table  # a side with errors is flagged
+    # ABBA: the side that goes first alternates round by round.
+    assert [compare.side_order(n)[0] for n in range(4)] == ["before", "after"] * 2
+    assert compare.parse_args(["--against", str(ROOT)]).workloads == [
+        "list",
+        "get",
+        "create",
+        "toggle",
+    ]
 
 
 def run_bench(tmp_path: Path, *options: str) -> tuple[dict[str, Any], str]:

@@ -160,3 +160,16 @@ async def backend_pids(url: str, database: str) -> list[int]:
     finally:
         await connection.close()
     return [row["pid"] for row in rows]
+
+
+async def free_connections(server_url: str) -> int:
+    """How many more connections the PostgreSQL server takes: max_connections less those open."""
+    connection = await connect(server_url)
+    try:
+        free: int = await connection.fetchval(
+            "SELECT current_setting('max_connections')::int - count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend'"
+        )
+    finally:
+        await connection.close()
+    return free

@@ -46,24 +46,28 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
-def server_command(args: argparse.Namespace) -> list[str]:
-    """`todo-api serve`, or uvicorn with a reference app (bench/reference.py)."""
+# The checkout's own service, installed in the .venv this harness runs in.
+THIS_TODO_API = Path(sys.executable).parent / "todo-api"
+
+
+def server_command(args: argparse.Namespace, todo_api: Path = THIS_TODO_API) -> list[str]:
+    """`todo-api serve` (of this checkout unless told which), or uvicorn with a reference app
+    (bench/reference.py)."""
     address = ["--host", "127.0.0.1", "--port", str(args.port)]
     if args.reference:
         app = f"reference:create_{args.reference}"
         uvicorn = [sys.executable, "-m", "uvicorn", app, "--factory", "--app-dir", str(BENCH)]
         return [*uvicorn, *address, "--no-access-log", "--log-level", "warning"]
-    todo_api = str(Path(sys.executable).parent / "todo-api")
-    return [todo_api, "serve", *address, "--workers", str(args.workers)]
+    return [str(todo_api), "serve", *address, "--workers", str(args.workers)]
 
 
 @contextmanager
 def running_server(
-    args: argparse.Namespace, env: dict[str, str], workdir: Path
+    args: argparse.Namespace, env: dict[str, str], workdir: Path, todo_api: Path = THIS_TODO_API
 ) -> Iterator[Server]:
     _ensure_port_free(args.port)
     log = RESULTS / f"server-{args.label}.log"
-    command = ["taskset", "-c", args.server_cpus, *server_command(args)]
+    command = ["taskset", "-c", args.server_cpus, *server_command(args, todo_api)]
     with log.open("w") as log_file:
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT

@@ -1,0 +1,41 @@
+"""Command-line options that bench/run.py and bench/compare.py share."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from harness.config import MCP_WORKLOADS, WORKLOADS
+
+
+def add_server_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(
+            "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="PostgreSQL server to make the throwaway database on [env BENCH_POSTGRES_URL]",
+    )
+
+
+def add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the server and wrk run, and the server's logging and extra settings."""
+    parser.add_argument("--server-cpus", default="0", help="taskset CPU list of the server")
+    parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list of wrk")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--log-level", default="INFO", help="the server's LOG_LEVEL")
+    parser.add_argument(
+        "--log-json", default="true", choices=("true", "false"), help="the server's LOG_JSON"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], help="extra NAME=VALUE for the server"
+    )
+
+
+def workload_list(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The comma-separated --workloads, each one that workload.lua knows."""
+    workloads = [w for w in text.split(",") if w]
+    unknown = set(workloads) - {*WORKLOADS, *MCP_WORKLOADS}
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    return workloads
