@@ -18,6 +18,7 @@ from httpx import AsyncClient
 from tests.conftest import SECRET, auth, new_user
 from tests.server import running_server, service_environment
 from todo_api.database import parse_database_url
+from todo_api.tasks.idempotency import IdempotentWrites
 
 Create = Callable[..., Any]
 
@@ -213,3 +214,120 @@ def test_a_process_killed_after_the_commit_leaves_the_response_for_the_retry(
         assert retry.headers["idempotent-replayed"] == "true"
         assert retry.json()["title"] == "survives"
         assert [task["id"] for task in client.get("/api/tasks").json()] == [retry.json()["id"]]
+
+
+QUOTED = {
+    "title": 'Wöchentliche "Überprüfung" — 週次レビュー 🗓️',
+    "description": 'Quotes " and \\ backslashes, tabs\tand\nnew lines; \u2028 too',
+}
+
+
+@pytest.fixture
+def one_statement_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyed writes' transaction refused (a 500): what still succeeds was written in one
+    statement."""
+
+    async def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the write took the transaction")
+
+    monkeypatch.setattr(IdempotentWrites, "run", refused)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("body", [None, {"completed": True}, {"completed": False}])
+async def test_a_keyed_completion_is_one_statement(
+    client: AsyncClient,
+    user: str,
+    create_task: Create,
+    one_statement_only: None,
+    body: dict[str, bool] | None,
+) -> None:
+    for fields in ({"title": "plain"}, QUOTED | {"due_at": "2026-03-29T09:00:00.123456+02:00"}):
+        task = await create_task(user, **fields)
+        path = f"/api/tasks/{task['id']}/complete"
+        key = uuid.uuid4().hex
+        first = await client.patch(path, json=body, headers=keyed(user, key))
+        assert first.status_code == 200, first.text
+        assert "idempotent-replayed" not in first.headers
+        assert first.headers["etag"] == '"2"'
+        assert first.json()["completed"] is (body is None or body["completed"])
+        assert (first.json()["completed_at"] is None) is not first.json()["completed"]
+        replay = await client.patch(path, json=body, headers=keyed(user, key))
+        assert replay.status_code == 500  # a replay is read in the transaction
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("body", [None, {"completed": True}, {"completed": False}])
+async def test_a_keyed_completion_replays_its_bytes(
+    client: AsyncClient, user: str, create_task: Create, body: dict[str, bool] | None
+) -> None:
+    for fields in ({"title": "plain"}, QUOTED | {"due_at": "2026-03-29T09:00:00.123456+02:00"}):
+        task = await create_task(user, **fields)
+        path = f"/api/tasks/{task['id']}/complete"
+        for _ in range(2):  # from open, and from completed
+            key = uuid.uuid4().hex
+            first = await client.patch(path, json=body, headers=keyed(user, key))
+            assert first.status_code == 200, first.text
+            again = await client.patch(path, json=body, headers=keyed(user, key))
+            assert again.headers["idempotent-replayed"] == "true"
+            assert again.content == first.content
+            assert again.headers["etag"] == first.headers["etag"]
+            current = await client.get(f"/api/tasks/{task['id']}", headers=auth(user))
+            assert current.content == first.content
+
+
+@pytest.mark.postgres
+async def test_a_keyed_create_replays_its_bytes_and_creates_once(
+    client: AsyncClient, user: str
+) -> None:
+    key = uuid.uuid4().hex
+    body = QUOTED | {"priority": "HIGH", "due_at": "2026-03-29T09:00:00.5+02:00"}
+    first = await client.post("/api/tasks", json=body, headers=keyed(user, key))
+    assert first.status_code == 201, first.text
+    again = await client.post("/api/tasks", json=body, headers=keyed(user, key))
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["etag"] == first.headers["etag"] == '"1"'
+    assert first.headers["location"].endswith(f"/tasks/{first.json()['id']}")
+    assert await titles(client, user) == [QUOTED["title"]]
+    other = await client.post("/api/tasks", json=body | {"title": "x"}, headers=keyed(user, key))
+    assert other.status_code == 422
+    assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert await titles(client, user) == [QUOTED["title"]]
+
+
+@pytest.mark.postgres
+async def test_a_keyed_create_without_tags_is_one_statement(
+    client: AsyncClient, user: str, one_statement_only: None
+) -> None:
+    first = await client.post("/api/tasks", json=QUOTED, headers=keyed(user, "one"))
+    assert first.status_code == 201, first.text
+    assert first.json()["title"] == QUOTED["title"]
+    replay = await client.post("/api/tasks", json=QUOTED, headers=keyed(user, "one"))
+    assert replay.status_code == 500  # a replay is read in the transaction
+    tagged = {"title": "t", "tags": ["a"]}
+    with_tags = await client.post("/api/tasks", json=tagged, headers=keyed(user, "2"))
+    assert with_tags.status_code == 500  # the tags' rows are written in the transaction
+
+
+@pytest.mark.postgres
+async def test_a_keyed_completion_of_a_recurring_task_creates_one_next_and_replays(
+    client: AsyncClient, user: str, create_task: Create
+) -> None:
+    task = await create_task(user, recurrence="FREQ=DAILY", due_at="2026-06-01T09:00:00Z")
+    path = f"/api/tasks/{task['id']}/complete"
+    key = uuid.uuid4().hex
+    first = await client.patch(path, headers=keyed(user, key))
+    assert first.status_code == 200, first.text
+    assert 'rel="next-occurrence"' in first.headers["link"]
+    again = await client.patch(path, headers=keyed(user, key))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    listed = await client.get("/api/tasks", headers=auth(user))
+    assert len(listed.json()) == 2
+    assert sorted(t["due_at"] for t in listed.json()) == [
+        "2026-06-01T09:00:00Z",
+        "2026-06-02T09:00:00Z",
+    ]

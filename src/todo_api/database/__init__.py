@@ -10,6 +10,7 @@ from todo_api.database.faults import (
 )
 from todo_api.database.runner import (
     Record,
+    Row,
     StatementRunner,
     Transaction,
     TransactionRunner,
@@ -23,6 +24,7 @@ __all__ = [
     "DatabaseState",
     "PostgresConnection",
     "Record",
+    "Row",
     "StatementRunner",
     "Transaction",
     "TransactionRunner",

@@ -44,6 +44,10 @@ IN_FLIGHT = (
 )
 
 Write = Callable[[TaskRepository], Awaitable[Response]]
+# The same write with its response stored in one statement (IdempotentWrites.create, say),
+# given the store, the key and the request's fingerprint: its first answer, or None where that
+# statement does not apply or wrote nothing (the write then runs in the key's transaction).
+OneStatement = Callable[[IdempotentWrites, str, bytes], Awaitable[Response | None]]
 
 
 def _key(header: str) -> str:
@@ -67,11 +71,17 @@ async def _fingerprint(request: Request) -> bytes:
 
 
 async def written_once(
-    request: Request, header: str | None, tasks: TaskRepository, write: Write
+    request: Request,
+    header: str | None,
+    tasks: TaskRepository,
+    write: Write,
+    one_statement: OneStatement | None = None,
 ) -> Response:
     """`write`'s answer. With an Idempotency-Key (`header`), stored under the key in the
     write's own transaction, or the answer stored for an earlier identical request. A 4xx is
-    stored like a success; anything else that goes wrong is not, and the retry runs again."""
+    stored like a success; anything else that goes wrong is not, and the retry runs again.
+    Where the store can (PostgreSQL), `one_statement` is tried first: the write and its stored
+    answer in a single statement."""
     if header is None:
         return await write(tasks)
     key = _key(header)
@@ -94,8 +104,15 @@ async def written_once(
 
     services = services_of(request)
     store = IdempotentWrites(services.runner, tasks.user_id)
+    fingerprint = await _fingerprint(request)
     try:
-        outcome = await store.run(key, await _fingerprint(request), stored_write)
+        written = None
+        if one_statement is not None and store.in_one_statement:
+            written = await one_statement(store, key, fingerprint)
+        if written is not None:
+            first, outcome = written, None
+        else:
+            outcome = await store.run(key, fingerprint, stored_write)
     except KeyInFlight:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=IN_FLIGHT) from None
     except KeyReused:
@@ -103,13 +120,14 @@ async def written_once(
             header, "was used for another request (method, path or body differ); use a new key"
         ) from None
     pause = services.settings.test_pause_after_idempotent_write_seconds
-    if pause and not outcome.replayed:
+    if pause and (outcome is None or not outcome.replayed):
         # For tests only (docs/sync.md): the process can be killed between commit and answer.
         await asyncio.sleep(pause)
-    if first is not None and not outcome.replayed:
+    if first is not None and (outcome is None or not outcome.replayed):
         # The first answer as the write made it, with every header it set (a next
         # occurrence's Link, say).
         return first
+    assert outcome is not None
     stored = outcome.response  # a replay, or a first answer that was a 4xx
     headers = {"idempotent-replayed": "true"} if outcome.replayed else {}
     for name, value in (("location", stored.location), ("etag", stored.etag)):

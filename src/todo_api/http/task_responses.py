@@ -25,3 +25,19 @@ def task_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     return Response(to_json(content), status_code, headers, media_type="application/json")
+
+
+def task_json(task: Task) -> bytes:
+    """One task's body, as `task_response` writes it."""
+    return to_json(task)
+
+
+_ID_ZERO = b'{"id":0'
+
+
+def around_id(task: Task) -> tuple[bytes, bytes]:
+    """The body of a task that has no id yet (`id` 0, the first field): the bytes before its
+    id and after it, for the database to put the id between."""
+    body = to_json(task | {"id": 0})
+    assert body.startswith(_ID_ZERO)
+    return _ID_ZERO[:-1], body[len(_ID_ZERO) :]

@@ -7,6 +7,12 @@ its response (the retry gets that response), never a write without one. A repeat
 while the first is still running is refused at once on PostgreSQL (a try-lock on the user and
 key, held until the first commits); SQLite runs one writing transaction at a time, so there the
 repeat waits for the first and gets its response.
+
+On PostgreSQL the common writes (a create without tags, a completion of a task that does not
+recur) are instead ONE statement, atomic on its own: the try-lock, the write, and the key's row
+with the response, which is known before the write but for a new task's id and so is written
+by the statement from the write's result. A key stored before makes the statement fail on the
+key's primary key, undoing the write with it; the transaction (`run`) then answers.
 """
 
 from __future__ import annotations
@@ -16,14 +22,39 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, literal, select, update
+import asyncpg
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.selectable import CTE
 
-from todo_api.database import StatementRunner, TransactionRunner
+from todo_api.database import Row, StatementRunner, TransactionRunner
 from todo_api.schema import idempotency_keys
-from todo_api.tasks.repository import OWNED_KEYS, TaskRepository
+from todo_api.tasks.repository import (
+    COMPLETE_PLAIN,
+    OWNED_KEYS,
+    READ_VERSION,
+    TaskRepository,
+    completion_kind,
+    completion_parameters,
+    create_parameters,
+    create_where,
+)
+from todo_api.tasks.schemas import TaskCreate
 
 _KEY = bindparam("idempotency_key", type_=idempotency_keys.c.key.type)
 _THIS_KEY = (OWNED_KEYS, idempotency_keys.c.key == _KEY)
@@ -81,17 +112,26 @@ _STORED: Select[Any] = select(
     idempotency_keys.c.location,
     idempotency_keys.c.etag,
 ).where(*_THIS_KEY)
+_STORE_VALUES = {
+    name: bindparam(f"stored_{name}", type_=idempotency_keys.c[name].type)
+    for name in ("status", "body", "location", "etag")
+}
 _STORE: ReturningUpdate[Any] = (
     update(idempotency_keys)
     .where(*_THIS_KEY)
-    .values(
-        status=bindparam("stored_status", type_=idempotency_keys.c.status.type),
-        body=bindparam("stored_body", type_=idempotency_keys.c.body.type),
-        location=bindparam("stored_location", type_=idempotency_keys.c.location.type),
-        etag=bindparam("stored_etag", type_=idempotency_keys.c.etag.type),
-    )
+    .values(**_STORE_VALUES)
     .returning(idempotency_keys.c.key)
 )
+
+
+def _try_lock() -> CTE:
+    """A try-lock on the user and key, held until the transaction ends: `locked` is false when
+    another holds it (a second holder is refused rather than made to wait)."""
+    return select(
+        func.pg_try_advisory_xact_lock(
+            func.hashtext(_CLAIMED_ROW["user_id"]), func.hashtext(_KEY)
+        ).label("locked")
+    ).cte("locked")
 
 
 def _lock_and_claim() -> Select[Any]:
@@ -103,11 +143,7 @@ def _lock_and_claim() -> Select[Any]:
     stored response is read from the statement's snapshot: a key that another request
     committed after the snapshot was taken and before the lock was is neither claimed nor
     seen, and is read again in a statement of its own (`_STORED`)."""
-    locked = select(
-        func.pg_try_advisory_xact_lock(
-            func.hashtext(_CLAIMED_ROW["user_id"]), func.hashtext(_KEY)
-        ).label("locked")
-    ).cte("locked")
+    locked = _try_lock()
     claimed = (
         postgresql.insert(idempotency_keys)
         .from_select(list(_CLAIMED_ROW), select(*_CLAIMED_ROW.values()).where(locked.c.locked))
@@ -122,6 +158,78 @@ def _lock_and_claim() -> Select[Any]:
 
 _LOCK_AND_CLAIM = _lock_and_claim()
 
+
+def _written_once(locked: CTE, written: CTE, stored: dict[str, Any]) -> Select[Any]:
+    """PostgreSQL, one statement: the try-lock (`locked`), the write (`written`, which reads
+    the lock first and writes nothing without it), and the key's row with the response
+    (`stored`: its columns' values, which may read `written`'s row), inserted only with a
+    written row. A key stored before fails the statement (its primary key): nothing is
+    written. One row: `locked`, and the written task's columns (None when none was)."""
+    keyed = insert(idempotency_keys).from_select(
+        list(stored), select(*stored.values()).select_from(written)
+    )
+    store = keyed.returning(idempotency_keys.c.key).cte("stored")
+    # PostgreSQL runs a writing common table expression whether or not the query reads it.
+    return (
+        select(locked.c.locked, *written.c)
+        .select_from(locked.outerjoin(written, true()))
+        .add_cte(store)
+    )
+
+
+def _create_once() -> Select[Any]:
+    """A task created (without tags) and its 201 stored: the body's bytes around the new id
+    (`body_head`, `body_tail`), the Location with the id after `location_prefix`."""
+    locked = _try_lock()
+    written = create_where(locked.c.locked).cte("written")
+    task_id = cast(written.c.id, String)
+    head = bindparam("body_head", type_=LargeBinary)
+    body = head.op("||", return_type=LargeBinary)(func.convert_to(task_id, "UTF8")).op(
+        "||", return_type=LargeBinary
+    )(bindparam("body_tail", type_=LargeBinary))
+    location = bindparam("location_prefix", type_=String) + task_id
+    stored = _CLAIMED_ROW | {
+        "status": literal(201),
+        "body": body,
+        "location": location,
+        "etag": literal('"1"'),
+    }
+    return _written_once(locked, written, stored)
+
+
+def _complete_once(kind: str) -> Select[Any]:
+    """A task that does not recur completed (toggled, or set), if still at the version it was
+    read at, and its response (`stored_*`, as `_STORE` takes it) stored."""
+    locked = _try_lock()
+    written = (
+        COMPLETE_PLAIN[kind]
+        .where(READ_VERSION, select(locked.c.locked).scalar_subquery())
+        .cte("written")
+    )
+    stored = _CLAIMED_ROW | {
+        "status": _STORE_VALUES["status"],
+        "body": _STORE_VALUES["body"],
+        "location": _STORE_VALUES["location"],
+        "etag": _STORE_VALUES["etag"],
+    }
+    return _written_once(locked, written, stored)
+
+
+_CREATE_ONCE = _create_once()
+_COMPLETE_ONCE = {kind: _complete_once(kind) for kind in COMPLETE_PLAIN}
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedResponse:
+    """A create's 201 as it will be but for the new task's id: the body is `body_head`, the
+    id, `body_tail`; the Location is `location_prefix` and the id."""
+
+    body_head: bytes
+    body_tail: bytes
+    location_prefix: str
+    etag: str = '"1"'  # a new task's version
+
+
 Write = Callable[[TaskRepository], Awaitable[StoredResponse]]
 
 
@@ -135,6 +243,72 @@ class IdempotentWrites:
     def __init__(self, runner: StatementRunner, user_id: str) -> None:
         self._runner = runner
         self._user_id = user_id
+
+    @property
+    def in_one_statement(self) -> bool:
+        """Whether `create` and `complete` can write (PostgreSQL); elsewhere only `run`."""
+        return self._runner.dialect_name == "postgresql"
+
+    async def create(
+        self,
+        key: str,
+        fingerprint: bytes,
+        data: TaskCreate,
+        now: datetime,
+        response: CreatedResponse,
+    ) -> Row | None:
+        """The new task's row (its public columns), created from `data` (without tags) at
+        `now` together with `response` stored under the key, in one statement; None when
+        nothing was written because the key was used before (`run` answers that). Raises
+        KeyInFlight; InvalidTask before anything is written."""
+        params = create_parameters(data, self._user_id, now)
+        params |= {
+            "idempotency_key": key,
+            "fingerprint": fingerprint,
+            "body_head": response.body_head,
+            "body_tail": response.body_tail,
+            "location_prefix": response.location_prefix,
+        }
+        return await self._written_once(_CREATE_ONCE, params)
+
+    async def complete(
+        self,
+        key: str,
+        fingerprint: bytes,
+        task_id: int,
+        completed: bool | None,
+        *,
+        read_version: int,
+        now: datetime,
+        response: StoredResponse,
+    ) -> Row | None:
+        """The task's row (its public columns) after setting `completed` (None: flipping it)
+        at `now`, together with `response` stored under the key, in one statement; only for a
+        task that does not recur, still at `read_version`. None when nothing was written: the
+        task changed, is missing or recurs, or the key was used before (`run` answers those).
+        Raises KeyInFlight."""
+        kind = completion_kind(completed)
+        params = completion_parameters(self._user_id, task_id, completed, now)
+        params |= {
+            "idempotency_key": key,
+            "fingerprint": fingerprint,
+            "read_version": read_version,
+            "stored_status": response.status,
+            "stored_body": response.body,
+            "stored_location": response.location,
+            "stored_etag": response.etag,
+        }
+        return await self._written_once(_COMPLETE_ONCE[kind], params)
+
+    async def _written_once(self, statement: Select[Any], params: dict[str, Any]) -> Row | None:
+        try:
+            outcome = await self._runner.fetch_one(statement, params, write=True)
+        except asyncpg.UniqueViolationError:
+            return None  # the key's row is there already: nothing was written
+        assert outcome is not None  # the lock's row is always there
+        if not outcome["locked"]:
+            raise KeyInFlight
+        return None if outcome["id"] is None else outcome
 
     async def run(self, key: str, fingerprint: bytes, write: Write) -> Outcome:
         """`write`'s response, made with a repository inside this key's transaction; or, when

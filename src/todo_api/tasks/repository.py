@@ -18,6 +18,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     not_,
     select,
     true,
@@ -112,6 +113,49 @@ _CREATE: ReturningInsert[Any] = (
 )
 
 
+def create_where(condition: ColumnElement[bool]) -> ReturningInsert[Any]:
+    """`_CREATE` (its parameters: `create_parameters`), inserting only when `condition` holds:
+    a column of another part of the same statement (a common table expression), which the
+    insert then reads before it writes."""
+    values = {**_NEW_TASK, "updated_at": _NOW}
+    selected = (
+        value if isinstance(value, ColumnElement) else literal(value, type_=tasks.c[name].type)
+        for name, value in values.items()
+    )
+    return (
+        insert(tasks)
+        .from_select(list(values), select(*selected).where(condition))
+        .returning(*PUBLIC_COLUMNS)
+    )
+
+
+def create_parameters(data: TaskCreate, user_id: str, now: datetime) -> dict[str, Any]:
+    """`_CREATE`'s parameters for a new task of `user_id`'s; raises InvalidTask if its
+    schedule breaks a rule."""
+    check_schedule(data.due_at, data.recurrence, data.timezone, blame="recurrence")
+    values = {
+        f"new_{name}": value
+        for name, value in _column_values(data.model_dump(), description=None).items()
+    }
+    return {**values, "owner": user_id, "now": now}
+
+
+def created_task(data: TaskCreate, user_id: str, now: datetime, task_id: int) -> Task:
+    """The task `_CREATE` writes for `data` (without tags) at `now`, as a response shows it,
+    with the id `task_id` in place of the one the database will give it."""
+    row = dict(
+        _column_values(data.model_dump(), description=None),
+        id=task_id,
+        user_id=user_id,
+        completed=False,
+        completed_at=None,
+        version=1,  # the column's default
+        created_at=now,
+        updated_at=now,
+    )
+    return task_from_row(row)
+
+
 # What a task's tag rows carry of it (schema.task_tags).
 _CARRIED = tuple(tasks.c[name] for name in TAG_CARRIED_COLUMNS)
 
@@ -152,21 +196,51 @@ _COMPLETIONS = {
 }
 # A task without recurrence completes in one statement; a recurring one may need a second, the
 # next occurrence's insert, in the same transaction, so it is written with all columns back.
-_COMPLETE_PLAIN: dict[str, ReturningUpdate[Any]] = {
+COMPLETE_PLAIN: dict[str, ReturningUpdate[Any]] = {
     kind: update(tasks)
     .where(*_THIS_TASK, tasks.c.recurrence.is_(None))
     .values(**values, **_CHANGE)
     .returning(*PUBLIC_COLUMNS)
     for kind, values in _COMPLETIONS.items()
 }
+# A write of a task worked out from the task as read, applied only if it is still at the
+# version read (`_update_statement`; COMPLETE_PLAIN with `completion`'s answer stored).
+READ_VERSION: ColumnElement[bool] = tasks.c.version == bindparam(
+    "read_version", type_=tasks.c.version.type
+)
 _COMPLETE_ANY: dict[str, ReturningUpdate[Any]] = {
     kind: update(tasks).where(*_THIS_TASK).values(**values, **_CHANGE).returning(*tasks.c)
     for kind, values in _COMPLETIONS.items()
 }
 # With If-Match: the same writes, applied only to the version the client names.
 _AT_VERSION = tasks.c.version == bindparam("if_version", type_=tasks.c.version.type)
-_COMPLETE_PLAIN_AT = {kind: s.where(_AT_VERSION) for kind, s in _COMPLETE_PLAIN.items()}
+_COMPLETE_PLAIN_AT = {kind: s.where(_AT_VERSION) for kind, s in COMPLETE_PLAIN.items()}
 _COMPLETE_ANY_AT = {kind: s.where(_AT_VERSION) for kind, s in _COMPLETE_ANY.items()}
+
+
+def completion_kind(completed: bool | None) -> str:
+    """Which of `_COMPLETIONS` sets `completed` (None: flips it)."""
+    return "toggle" if completed is None else "set"
+
+
+def completion_parameters(
+    user_id: str, task_id: int, completed: bool | None, now: datetime
+) -> dict[str, Any]:
+    """The parameters of `COMPLETE_PLAIN[completion_kind(completed)]`."""
+    return {"owner": user_id, "task_id": task_id, "now": now, "completed_value": completed}
+
+
+def completion(current: Task, completed: bool | None, now: datetime) -> Task:
+    """The task `_COMPLETIONS` makes of the row `current` (all columns) at `now`, worked out
+    the way its statement does, as a response shows it."""
+    was_completed = current["completed"]
+    if completed is None:
+        completed_at = None if was_completed else now
+        completed = not was_completed
+    else:
+        completed_at = (current["completed_at"] or now) if completed else None
+    changed = {"completed": completed, "completed_at": completed_at}
+    return task_from_row(current | changed | {"version": current["version"] + 1, "updated_at": now})
 
 
 @lru_cache(maxsize=256)
@@ -176,7 +250,7 @@ def _update_statement(columns: frozenset[str]) -> ReturningUpdate[Any]:
     values = {name: bindparam(f"new_{name}", type_=tasks.c[name].type) for name in columns}
     return (
         update(tasks)
-        .where(*_THIS_TASK, tasks.c.version == bindparam("read_version"))
+        .where(*_THIS_TASK, READ_VERSION)
         .values(**values, **_CHANGE)
         .returning(*tasks.c)
     )
@@ -266,13 +340,12 @@ class TaskRepository:
         task = await self._one(_GET, task_id=task_id, write=False)
         return None if task is None else task_from_row(task)
 
+    async def stored_row(self, task_id: int) -> Task | None:
+        """The task as stored, every column (not a response's shape), or None."""
+        return await self._one(_GET_ALL_COLUMNS, task_id=task_id, write=False)
+
     async def create(self, data: TaskCreate) -> Task:
-        check_schedule(data.due_at, data.recurrence, data.timezone, blame="recurrence")
-        values = {
-            f"new_{name}": value
-            for name, value in _column_values(data.model_dump(), description=None).items()
-        }
-        params = {**values, "owner": self._user_id, "now": _now()}
+        params = create_parameters(data, self._user_id, _now())
         if not data.tags:
             task = await self._runner.fetch_one(_CREATE, params, write=True)
         else:
@@ -325,9 +398,9 @@ class TaskRepository:
         """Set `completed`, or flip it when `completed` is None, atomically. Completing a
         recurring task creates its next occurrence in the same transaction. With
         `if_version`, only a task at that version is written (else PreconditionFailed)."""
-        kind = "toggle" if completed is None else "set"
+        kind = completion_kind(completed)
         plain, any_ = (
-            (_COMPLETE_PLAIN, _COMPLETE_ANY)
+            (COMPLETE_PLAIN, _COMPLETE_ANY)
             if if_version is None
             else (_COMPLETE_PLAIN_AT, _COMPLETE_ANY_AT)
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -30,9 +31,10 @@ from todo_api.http.preconditions import (
     not_modified_response,
     version_required,
 )
-from todo_api.http.task_responses import task_response
-from todo_api.tasks.repository import TaskRepository, Written
-from todo_api.tasks.rows import Task
+from todo_api.http.task_responses import around_id, task_json, task_response
+from todo_api.tasks.idempotency import CreatedResponse, IdempotentWrites, StoredResponse
+from todo_api.tasks.repository import TaskRepository, Written, completion, created_task
+from todo_api.tasks.rows import Task, task_from_row
 from todo_api.tasks.rules import InvalidTask
 from todo_api.tasks.schemas import (
     MAX_TASK_ID,
@@ -115,9 +117,14 @@ def serve_on(
 
 def task_location(request: Request, task_id: int) -> str:
     """The path of a task under the same prefix (the guide's or not) the request was made to."""
+    return f"{_tasks_prefix(request)}{task_id}"
+
+
+def _tasks_prefix(request: Request) -> str:
+    """A task's path under the request's prefix, up to its id."""
     owner = request.path_params.get("user_id")
     collection = TASKS_PATH if owner is None else f"/api/{quote(owner, safe='')}/tasks"
-    return f"{request.scope.get('root_path', '')}{collection}/{task_id}"
+    return f"{request.scope.get('root_path', '')}{collection}/"
 
 
 def _found(task: Task | None) -> Task:
@@ -194,15 +201,29 @@ async def create_task(
     body: TaskCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    async def create(repository: TaskRepository) -> Response:
-        with _field_errors():
-            task = await repository.create(body)
+    def created(task: Task) -> Response:
         # Written out: url_for searches every route and builds a whole URL, a tenth of a
         # create's CPU time.
         headers = {"Location": task_location(request, task["id"]), "ETag": etag(task)}
         return task_response(task, status_code=status.HTTP_201_CREATED, headers=headers)
 
-    return await written_once(request, idempotency_key, tasks, create)
+    async def create(repository: TaskRepository) -> Response:
+        with _field_errors():
+            return created(await repository.create(body))
+
+    async def create_once(store: IdempotentWrites, key: str, fingerprint: bytes) -> Response | None:
+        if body.tags:
+            return None  # the tags' rows: a statement of their own, in the transaction
+        now = datetime.now(UTC)
+        # The response stored is the one the new task will get: only its id is left to the
+        # statement. The first answer is made from the row written, like any other.
+        head, tail = around_id(created_task(body, tasks.user_id, now, task_id=0))
+        response = CreatedResponse(head, tail, _tasks_prefix(request))
+        with _field_errors():
+            row = await store.create(key, fingerprint, body, now, response)
+        return None if row is None else created(task_from_row(row))
+
+    return await written_once(request, idempotency_key, tasks, create, create_once)
 
 
 @_serve(
@@ -263,7 +284,29 @@ async def complete_task(
         written = await repository.set_completed(task_id, completed, if_version=version)
         return _written(request, written)
 
-    return await written_once(request, idempotency_key, tasks, complete)
+    async def complete_once(
+        store: IdempotentWrites, key: str, fingerprint: bytes
+    ) -> Response | None:
+        if if_match is not None:
+            return None  # a conditional write, and its 400 or 412: in the transaction
+        current = await tasks.stored_row(task_id)
+        if current is None or current["recurrence"] is not None:
+            return None  # a 404, or a next occurrence to create: in the transaction
+        now = datetime.now(UTC)
+        task = completion(current, completed, now)
+        response = StoredResponse(status.HTTP_200_OK, task_json(task), etag=etag(task))
+        row = await store.complete(
+            key,
+            fingerprint,
+            task_id,
+            completed,
+            read_version=current["version"],
+            now=now,
+            response=response,
+        )
+        return None if row is None else _written(request, Written(task_from_row(row)))
+
+    return await written_once(request, idempotency_key, tasks, complete, complete_once)
 
 
 @_serve(
