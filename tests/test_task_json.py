@@ -64,12 +64,16 @@ async def test_every_task_response_is_the_models_serialization(
         listed = await client.get("/api/tasks" + query, headers=headers)
         assert_model_bytes(listed, PAGE)
         assert listed.json()
-    keyed = {**headers, "Idempotency-Key": f"json-{user}"}
-    first = await client.post("/api/tasks", json=VARIED[1], headers=keyed)
-    assert_model_bytes(first, ONE)
-    replayed = await client.post("/api/tasks", json=VARIED[1], headers=keyed)
-    assert replayed.headers["idempotent-replayed"] == "true"
-    assert replayed.content == first.content
+    # With tags and without (on PostgreSQL, the latter is stored by the create's own statement).
+    untagged = {name: value for name, value in VARIED[1].items() if name != "tags"}
+    for number, body in enumerate((VARIED[1], untagged)):
+        keyed = {**headers, "Idempotency-Key": f"json-{number}-{user}"}
+        first = await client.post("/api/tasks", json=body, headers=keyed)
+        assert_model_bytes(first, ONE)
+        replayed = await client.post("/api/tasks", json=body, headers=keyed)
+        assert replayed.headers["idempotent-replayed"] == "true"
+        assert replayed.content == first.content
+        assert replayed.headers["location"] == first.headers["location"]
 
 
 def test_task_keys_are_plain_strings() -> None:

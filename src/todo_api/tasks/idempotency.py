@@ -51,10 +51,8 @@ from todo_api.tasks.repository import (
     TaskRepository,
     completion_kind,
     completion_parameters,
-    create_parameters,
     create_where,
 )
-from todo_api.tasks.schemas import TaskCreate
 
 _KEY = bindparam("idempotency_key", type_=idempotency_keys.c.key.type)
 _THIS_KEY = (OWNED_KEYS, idempotency_keys.c.key == _KEY)
@@ -253,16 +251,14 @@ class IdempotentWrites:
         self,
         key: str,
         fingerprint: bytes,
-        data: TaskCreate,
-        now: datetime,
+        task: dict[str, Any],
         response: CreatedResponse,
     ) -> Row | None:
-        """The new task's row (its public columns), created from `data` (without tags) at
-        `now` together with `response` stored under the key, in one statement; None when
-        nothing was written because the key was used before (`run` answers that). Raises
-        KeyInFlight; InvalidTask before anything is written."""
-        params = create_parameters(data, self._user_id, now)
-        params |= {
+        """The new task's row (its public columns), created with `task` (`create_parameters`,
+        without tags) together with `response` stored under the key, in one statement; None
+        when nothing was written because the key was used before (`run` answers that).
+        Raises KeyInFlight."""
+        params = task | {
             "idempotency_key": key,
             "fingerprint": fingerprint,
             "body_head": response.body_head,

@@ -140,19 +140,19 @@ def create_parameters(data: TaskCreate, user_id: str, now: datetime) -> dict[str
     return {**values, "owner": user_id, "now": now}
 
 
-def created_task(data: TaskCreate, user_id: str, now: datetime, task_id: int) -> Task:
-    """The task `_CREATE` writes for `data` (without tags) at `now`, as a response shows it,
-    with the id `task_id` in place of the one the database will give it."""
-    row = dict(
-        _column_values(data.model_dump(), description=None),
-        id=task_id,
-        user_id=user_id,
-        completed=False,
-        completed_at=None,
-        version=1,  # the column's default
-        created_at=now,
-        updated_at=now,
-    )
+def created_task(params: dict[str, Any], task_id: int) -> Task:
+    """The task `_CREATE` writes with `params` (`create_parameters`, without tags), as a
+    response shows it, with the id `task_id` in place of the one the database will give it."""
+    row = {name.removeprefix("new_"): value for name, value in params.items()}
+    row |= {
+        "id": task_id,
+        "user_id": params["owner"],
+        "completed": False,
+        "completed_at": None,
+        "version": 1,  # the column's default
+        "created_at": params["now"],
+        "updated_at": params["now"],
+    }
     return task_from_row(row)
 
 

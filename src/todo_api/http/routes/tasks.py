@@ -33,7 +33,13 @@ from todo_api.http.preconditions import (
 )
 from todo_api.http.task_responses import around_id, task_json, task_response
 from todo_api.tasks.idempotency import CreatedResponse, IdempotentWrites, StoredResponse
-from todo_api.tasks.repository import TaskRepository, Written, completion, created_task
+from todo_api.tasks.repository import (
+    TaskRepository,
+    Written,
+    completion,
+    create_parameters,
+    created_task,
+)
 from todo_api.tasks.rows import Task, task_from_row
 from todo_api.tasks.rules import InvalidTask
 from todo_api.tasks.schemas import (
@@ -214,13 +220,14 @@ async def create_task(
     async def create_once(store: IdempotentWrites, key: str, fingerprint: bytes) -> Response | None:
         if body.tags:
             return None  # the tags' rows: a statement of their own, in the transaction
-        now = datetime.now(UTC)
-        # The response stored is the one the new task will get: only its id is left to the
-        # statement. The first answer is made from the row written, like any other.
-        head, tail = around_id(created_task(body, tasks.user_id, now, task_id=0))
-        response = CreatedResponse(head, tail, _tasks_prefix(request))
         with _field_errors():
-            row = await store.create(key, fingerprint, body, now, response)
+            params = create_parameters(body, tasks.user_id, datetime.now(UTC))
+        # The response stored is the one the new task will get, worked out from the values
+        # the statement writes: only its id is left to the statement. The first answer is made
+        # from the row written, like any other.
+        head, tail = around_id(created_task(params, task_id=0))
+        response = CreatedResponse(head, tail, _tasks_prefix(request))
+        row = await store.create(key, fingerprint, params, response)
         return None if row is None else created(task_from_row(row))
 
     return await written_once(request, idempotency_key, tasks, create, create_once)
