@@ -40,6 +40,7 @@ from harness.config import RESULTS, ROOT
 from harness.database import create_database, database_url, drop_database, free_connections
 from harness.load import Bench, ensure_wrk
 from harness.options import add_placement_arguments, add_server_argument, workload_list
+from harness.placement import database_on
 from harness.prepare import (
     migrate,
     pool_size,
@@ -169,6 +170,7 @@ def _pool_that_fits(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace, sides: dict[str, Side], output: Path) -> int:
     print(_setup_line(args, sides), flush=True)
     with ExitStack() as stack:
+        stack.enter_context(database_on(args.server, args.database_cpus))
         for side in sides.values():
             server = stack.enter_context(
                 running_server(side.args, side.env, side.folder, side.todo_api)
@@ -259,6 +261,7 @@ def _setup(args: argparse.Namespace, sides: dict[str, Side]) -> dict[str, Any]:
         "server_cpus": args.server_cpus,
         "wrk_cpus": args.wrk_cpus,
         "wrk_threads": args.wrk_threads,
+        "database_cpus": args.database_cpus,
         "connections": args.connections,
         "db_pool_size": env["DB_POOL_SIZE"],
         "log_level": args.log_level,
@@ -289,12 +292,18 @@ def _setup_line(args: argparse.Namespace, sides: dict[str, Side]) -> str:
         f"{'; '.join(described)}\n"
         f"Servers: todo-api serve --workers 1, both pinned to CPU {args.server_cpus} (taskset); "
         f"wrk -t{args.wrk_threads} -c{args.connections} pinned to CPU {args.wrk_cpus}; "
-        f"LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
+        f"{_database_placement(args)}; LOG_LEVEL={args.log_level} LOG_JSON={args.log_json} "
         f"DB_POOL_SIZE={env['DB_POOL_SIZE']}{pool_note} DB_MAX_OVERFLOW={env['DB_MAX_OVERFLOW']} "
         f"RATE_LIMIT={env['RATE_LIMIT']}; {args.rounds} rounds of one {args.duration:g}s burst "
         f"per side and workload, ABBA order (the first side alternates), after a "
         f"{args.warmup:g}s warm-up"
     )
+
+
+def _database_placement(args: argparse.Namespace) -> str:
+    if args.database_cpus:
+        return f"PostgreSQL's processes pinned to CPU {args.database_cpus}"
+    return "PostgreSQL's processes on any CPU"
 
 
 if __name__ == "__main__":

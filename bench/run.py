@@ -50,6 +50,7 @@ from harness.config import (
 from harness.database import create_database, database_url, drop_database
 from harness.load import Bench, ensure_wrk, run_wrk, write_lua_data
 from harness.options import add_placement_arguments, add_server_argument, workload_list
+from harness.placement import database_on
 from harness.prepare import (
     migrate,
     pool_size,
@@ -167,7 +168,7 @@ def _bench(
     )
     rows: list[dict[str, Any]] = []
     big_user: dict[str, Any] | None = None
-    with running_server(args, env, workdir) as server:
+    with database_on(args.server, args.database_cpus), running_server(args, env, workdir) as server:
         bench = Bench(args, server, database, db_url, data)
         for workload in args.workloads:
             for connections in args.connections:
@@ -208,6 +209,7 @@ def _bench(
             "server_cpus": args.server_cpus,
             "wrk_cpus": args.wrk_cpus,
             "wrk_threads": args.wrk_threads,
+            "database_cpus": args.database_cpus,
             "auth": args.auth,
             "log_level": args.log_level,
             "log_json": args.log_json,

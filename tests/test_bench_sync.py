@@ -89,27 +89,48 @@ def test_each_write_is_compared_with_the_plain_write_of_the_baseline() -> None:
 
 
 def test_idle_and_fanout_summaries_hold_their_targets() -> None:
-    before = [summary_of("get", 2100), summary_of("toggle", 2000)]
-    opened = [summary_of("get", 1900), summary_of("toggle", 1600)]
-    after = [summary_of("get", 1900), summary_of("toggle", 2000)]
+    closed = [
+        [summary_of("get", 2100), summary_of("toggle", 2000)],
+        [summary_of("get", 1900), summary_of("toggle", 2000)],
+        [summary_of("get", 1900), summary_of("toggle", 2000)],
+        [summary_of("get", 2100), summary_of("toggle", 2000)],
+    ]
+    opened = [
+        [summary_of("get", 1900), summary_of("toggle", 1600)],
+        [summary_of("get", 1000), summary_of("toggle", 1600)],
+        [summary_of("get", 1900), summary_of("toggle", 2000)],
+    ]
     idle = streams.idle_summary(
         streams=1000,
         ended=0,
         rss_mb={"before": 80.0, "open": 130.0, "open_after_load": 150.0},
         idle_cpu_percent=1.0,
-        closed=(before, after),
+        closed=closed,
         opened=opened,
     )
     assert idle["rss_added_mb"] == 70.0
     assert idle["rss_met"]
+    assert idle["rounds"] == 3
     get, toggle = idle["compared"]
-    # Against the mean of the runs before and after: the machine got slower meanwhile.
-    assert get["rps_closed"] == 1000.0  # (2100 + 1900) requests / 2 / 2 s
+    # Each open run against the mean of the closed runs on either side (the machine drifts),
+    # and the median of the rounds: one disturbed round (the second) does not decide it.
+    assert get["rps_closed"] == 1000.0  # (2100 + 1900 + 1900 + 2100) requests / 4 / 2 s
+    assert get["slowdowns"] == [0.053, 0.9, 0.053]
     assert get["slowdown"] == 0.053
     assert get["met"]
+    assert toggle["slowdowns"] == [0.25, 0.25, 0.0]
     assert toggle["slowdown"] == 0.25
     assert not toggle["met"]
     assert idle["valid"]
+    with pytest.raises(ValueError, match="closed round on either side"):
+        streams.idle_summary(
+            streams=1000,
+            ended=0,
+            rss_mb={"before": 80.0, "open": 130.0, "open_after_load": 150.0},
+            idle_cpu_percent=1.0,
+            closed=closed[:2],
+            opened=opened,
+        )
 
     fast = streams.FanOut(streams=100, writes=1, latencies_s=[0.01] * 99 + [2.0])
     assert fast.summary()["p99_ms"] == 10.0  # nearest rank: the 99th of 100
@@ -122,7 +143,7 @@ def test_idle_and_fanout_summaries_hold_their_targets() -> None:
     assert not streams.streams_valid({"idle": idle, "fanout": missed.summary()})
     text = streams.format_streams({"idle": idle, "fanout": fast.summary()})
     assert "+70.0 MB (met" in text
-    assert "+25.0 % slower (NOT met" in text
+    assert "+25.0 % slower, median of 3 rounds (+25.0, +25.0, +0.0) (NOT met" in text
 
 
 def test_stream_clients_hold_streams_open_and_time_a_fanout(
@@ -167,7 +188,16 @@ def test_sync_workloads_and_stream_measurements_run_against_a_real_server(
     result, stdout = run_bench(
         tmp_path,
         *("--workloads", "update,create-idem,toggle-idem", "--no-big-user", "--streams"),
-        *("--idle-streams", "30", "--fanout-streams", "5", "--fanout-writes", "3"),
+        *(
+            "--idle-streams",
+            "30",
+            "--stream-rounds",
+            "2",
+            "--fanout-streams",
+            "5",
+            "--fanout-writes",
+            "3",
+        ),
         *("--baseline", str(baseline)),
     )
     rows = {row["workload"]: row for row in result["rows"]}
@@ -179,7 +209,7 @@ def test_sync_workloads_and_stream_measurements_run_against_a_real_server(
     assert rows["update"]["valid"]
     idle, fanout = result["streams"]["idle"], result["streams"]["fanout"]
     assert idle["valid"]
-    assert idle["streams"] == 30
+    assert (idle["streams"], idle["rounds"]) == (30, 2)
     assert [row["workload"] for row in idle["compared"]] == list(streams.COMPARED_WORKLOADS)
     assert idle["rss_mb"]["before"] > 0
     assert (fanout["events"], fanout["missed"]) == (15, 0)

@@ -109,7 +109,6 @@ def test_migrate_creates_the_schema_and_is_idempotent(tmp_path: Path) -> None:
         version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {
         "ix_tasks_user_id",
-        "ix_tasks_user_id_completed",
         "ix_tasks_user_id_created_at_id",
     } <= indexes
     assert version == [(head_revision(),)]

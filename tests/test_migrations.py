@@ -248,3 +248,59 @@ async def test_tag_rows_take_their_tasks_columns_and_follow_them(tmp_path: Path)
             everything = [row["id"] for row in newest]
             assert await listed(tag="work", priority="high", has_due="false") == everything
         await application.state.services.aclose()
+
+
+async def test_fewer_indexes_keep_every_task_and_one_next_occurrence(tmp_path: Path) -> None:
+    """Revision 0006 drops the (user_id, completed) index and keeps `previous_id`'s unique
+    index for next occurrences only: every task stored before it is listed as before, by
+    status too, and a series stored before it still gets at most one next occurrence per
+    task."""
+    from todo_api.schema import tasks
+
+    owner = new_user()
+    due = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    plain = {"user_id": owner, "completed": False, "completed_at": None, "recurrence": None}
+    plain |= {"due_at": None, "occurrence": 1, "previous_id": None}
+    series = plain | {"title": "water plants", "recurrence": "FREQ=DAILY", "due_at": due}
+    rows = [
+        series | {"id": 500, "completed": True, "completed_at": due},
+        series | {"id": 501, "occurrence": 2, "previous_id": 500, "due_at": due + timedelta(1)},
+        *(
+            plain | {"id": 1000 + n, "title": f"plain {n}", "completed": n % 4 == 0}
+            for n in range(400)
+        ),
+    ]
+    async with empty_database(tmp_path) as url:
+        engine = create_engine(make_settings(url))
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade_to("0005"))
+            await connection.execute(insert(tasks), rows)
+        await upgrade(engine)
+
+        application = create_app(make_settings(url), engine=engine)
+        async with client_for(application) as client:
+
+            async def listed(status: str) -> list[int]:
+                response = await client.get(
+                    "/api/tasks", params={"status": status, "limit": 1000}, headers=auth(owner)
+                )
+                assert response.status_code == 200, response.text
+                assert response.headers["x-total-count"] == str(len(response.json()))
+                return sorted(task["id"] for task in response.json())
+
+            done = sorted(row["id"] for row in rows if row.get("completed"))
+            assert await listed("completed") == done
+            assert await listed("pending") == sorted({row["id"] for row in rows} - set(done))
+
+            # The stored series' first task already has its next occurrence (501).
+            reopened = await client.patch("/api/tasks/500/complete", headers=auth(owner))
+            again = await client.patch("/api/tasks/500/complete", headers=auth(owner))
+            assert (reopened.status_code, again.status_code) == (200, 200)
+            assert again.json()["completed"] is True
+            completed_next = await client.patch("/api/tasks/501/complete", headers=auth(owner))
+            assert completed_next.status_code == 200
+            everything = await client.get("/api/tasks", params={"limit": 1000}, headers=auth(owner))
+            series_ids = [t["id"] for t in everything.json() if t["title"] == "water plants"]
+            assert len(series_ids) == 3  # 500, 501, and 501's own next occurrence
+            assert {500, 501} < set(series_ids)
+        await application.state.services.aclose()

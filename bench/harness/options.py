@@ -23,6 +23,12 @@ def add_placement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-cpus", default="0", help="taskset CPU list of the server")
     parser.add_argument("--wrk-cpus", default="1", help="taskset CPU list of wrk")
     parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument(
+        "--database-cpus",
+        default=None,
+        help="taskset CPU list for the local PostgreSQL server's processes during the run "
+        "(restored after; default: left alone)",
+    )
     parser.add_argument("--log-level", default="INFO", help="the server's LOG_LEVEL")
     parser.add_argument(
         "--log-json", default="true", choices=("true", "false"), help="the server's LOG_JSON"

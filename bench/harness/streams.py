@@ -3,9 +3,10 @@
 - Idle streams: the compared workloads (get, toggle) run with no stream open, then `--idle-streams`
   (1,000) streams are opened, each by a user of its own who writes nothing (so they stay idle:
   only keep-alive comments), the worker's resident memory is read before and after, the same
-  workloads run with the streams open, and once more after they are closed: the open runs are
-  compared with the mean of the closed ones before and after, so a machine whose speed drifts
-  during the measurement does not pass for the streams' cost.
+  workloads run with the streams open, and once more after they are closed; `--stream-rounds`
+  (3) times. Each open run is compared with the mean of the closed runs on either side of it,
+  so a machine whose speed drifts does not pass for the streams' cost, and the slowdown is the
+  median over the rounds, so one burst disturbed by a neighbour does not decide it.
 - Fan-out: `--fanout-streams` (100) streams of ONE user, then `--fanout-writes` title changes of
   that user's tasks through the API, one at a time: from each write's response to the arrival of
   its event on each stream.
@@ -21,6 +22,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -37,6 +39,7 @@ from harness.tokens import Auth
 IDLE_STREAMS = 1000
 FANOUT_STREAMS = 100
 FANOUT_WRITES = 100
+STREAM_ROUNDS = 3
 COMPARED_WORKLOADS = ("get", "toggle")
 
 # Targets, one worker.
@@ -61,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--idle-streams", type=int, default=IDLE_STREAMS, help="idle streams, one per user"
+    )
+    parser.add_argument(
+        "--stream-rounds",
+        type=int,
+        default=STREAM_ROUNDS,
+        help="times the idle streams are opened, each open run between two closed ones",
     )
     parser.add_argument(
         "--fanout-streams", type=int, default=FANOUT_STREAMS, help="streams of the one user"
@@ -350,17 +359,26 @@ def measure_streams(bench: Bench, auth: Auth) -> dict[str, Any]:
     cpus = parse_cpus(args.wrk_cpus)
     idle_tokens = [auth.token(f"bench-idle-{n:04d}") for n in range(args.idle_streams)]
 
-    closed_before = _compared_rows(bench, connections, "closed before")
+    # Closed, open, closed, open, ..., closed: each open run against the closed runs on
+    # either side of it, so that the machine's drift is not taken for the streams' cost.
+    closed = [_compared_rows(bench, connections, "closed 0")]
+    opened = []
     rss_before = _worker_rss(bench)
-    with open_streams(bench.server.url, idle_tokens, cpus=cpus) as (_thread, client):
-        cpu_before = cpu_seconds(bench.server.all_pids)
-        time.sleep(SETTLE_S)
-        idle_cpu_percent = 100 * (cpu_seconds(bench.server.all_pids) - cpu_before) / SETTLE_S
-        rss_open = _worker_rss(bench)
-        opened = _compared_rows(bench, connections, "open")
-        rss_after_load = _worker_rss(bench)
-        ended = client.ended()
-    closed_after = _compared_rows(bench, connections, "closed after")
+    rss_open = rss_after_load = 0.0
+    idle_cpu_percent = 0.0
+    ended = 0
+    for number in range(args.stream_rounds):
+        with open_streams(bench.server.url, idle_tokens, cpus=cpus) as (_thread, client):
+            if number == 0:
+                cpu_before = cpu_seconds(bench.server.all_pids)
+                time.sleep(SETTLE_S)
+                idle_cpu = cpu_seconds(bench.server.all_pids) - cpu_before
+                idle_cpu_percent = 100 * idle_cpu / SETTLE_S
+                rss_open = _worker_rss(bench)
+            opened.append(_compared_rows(bench, connections, f"open {number}"))
+            rss_after_load = max(rss_after_load, _worker_rss(bench))
+            ended += client.ended()
+        closed.append(_compared_rows(bench, connections, f"closed {number + 1}"))
 
     fanout_thread = ClientThread(cpus)
     try:
@@ -380,7 +398,7 @@ def measure_streams(bench: Bench, auth: Auth) -> dict[str, Any]:
             ended=ended,
             rss_mb={"before": rss_before, "open": rss_open, "open_after_load": rss_after_load},
             idle_cpu_percent=idle_cpu_percent,
-            closed=(closed_before, closed_after),
+            closed=closed,
             opened=opened,
         ),
         "fanout": fanout.summary(),
@@ -408,42 +426,57 @@ def idle_summary(
     ended: int,
     rss_mb: dict[str, float],
     idle_cpu_percent: float,
-    closed: tuple[list[dict[str, Any]], list[dict[str, Any]]],
-    opened: list[dict[str, Any]],
+    closed: list[list[dict[str, Any]]],
+    opened: list[list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """The memory the open streams took (the larger of right after opening them and after the
-    workloads ran beside them), and each workload with the streams open against the mean of
-    its runs before and after them."""
+    workloads ran beside them), and each workload's slowdown with the streams open: the median
+    over rounds of the open run against the mean of the closed runs before and after it.
+
+    `closed` holds one more round than `opened`: closed[n] and closed[n + 1] surround opened[n]
+    (each a list of rows, one per compared workload)."""
+    if len(closed) != len(opened) + 1:
+        raise ValueError("each open round needs a closed round on either side")
     added = max(rss_mb["open"], rss_mb["open_after_load"]) - rss_mb["before"]
     compared = []
-    for before, with_streams, after in zip(closed[0], opened, closed[1], strict=True):
-        rps_closed = _mean("rps", before, after)
-        slowdown = rps_closed / with_streams["rps"] - 1 if with_streams["rps"] else 1.0
+    for index, workload in enumerate(COMPARED_WORKLOADS):
+        closed_rows = [rows[index] for rows in closed]
+        open_rows = [rows[index] for rows in opened]
+        slowdowns = [
+            _mean("rps", before, after) / with_streams["rps"] - 1 if with_streams["rps"] else 1.0
+            for before, with_streams, after in zip(
+                closed_rows[:-1], open_rows, closed_rows[1:], strict=True
+            )
+        ]
+        slowdown = statistics.median(slowdowns)
         compared.append(
             {
-                "workload": before["workload"],
-                "connections": before["connections"],
-                "rps_closed": rps_closed,
-                "rps_closed_before_after": [before["rps"], after["rps"]],
-                "rps_open": with_streams["rps"],
+                "workload": workload,
+                "connections": closed_rows[0]["connections"],
+                "rps_closed": _mean("rps", *closed_rows),
+                "rps_closed_runs": [row["rps"] for row in closed_rows],
+                "rps_open": _mean("rps", *open_rows),
+                "rps_open_runs": [row["rps"] for row in open_rows],
+                "slowdowns": [round(value, 3) for value in slowdowns],
                 "slowdown": round(slowdown, 3),
-                "p99_ms_closed": _mean("p99_ms", before, after),
-                "p99_ms_open": with_streams["p99_ms"],
-                "cpu_ms_closed": _mean("server_cpu_ms_per_request", before, after),
-                "cpu_ms_open": with_streams["server_cpu_ms_per_request"],
+                "p99_ms_closed": _mean("p99_ms", *closed_rows),
+                "p99_ms_open": _mean("p99_ms", *open_rows),
+                "cpu_ms_closed": _mean("server_cpu_ms_per_request", *closed_rows),
+                "cpu_ms_open": _mean("server_cpu_ms_per_request", *open_rows),
                 "met": slowdown <= IDLE_SLOWDOWN_LIMIT,
-                "valid": before["valid"] and with_streams["valid"] and after["valid"],
+                "valid": all(row["valid"] for row in closed_rows + open_rows),
             }
         )
     return {
         "streams": streams,
         "ended_early": ended,
+        "rounds": len(opened),
         "rss_mb": rss_mb,
         "rss_added_mb": round(added, 1),
         "rss_met": added < IDLE_RSS_LIMIT_MB,
         "idle_cpu_percent": round(idle_cpu_percent, 1),
         "compared": compared,
-        "rows": closed[0] + opened + closed[1],
+        "rows": [row for rows in closed + opened for row in rows],
         "valid": ended == 0 and all(row["valid"] for row in compared),
     }
 
@@ -467,12 +500,12 @@ def format_streams(result: dict[str, Any]) -> str:
         f"< {IDLE_RSS_LIMIT_MB:g} MB); server CPU while idle {idle['idle_cpu_percent']:.1f} %",
     ]
     for row in idle["compared"]:
+        rounds = ", ".join(f"{100 * value:+.1f}" for value in row["slowdowns"])
         lines.append(
             f"  {row['workload']:<8} {row['connections']:>3} conns: {row['rps_closed']:.0f} "
-            f"req/s without them ({row['rps_closed_before_after'][0]:.0f} before, "
-            f"{row['rps_closed_before_after'][1]:.0f} after), {row['rps_open']:.0f} with: "
-            f"{100 * row['slowdown']:+.1f} % "
-            f"slower ({_verdict(row['met'])}, target <= {100 * IDLE_SLOWDOWN_LIMIT:g} %); p99 "
+            f"req/s without them, {row['rps_open']:.0f} with: {100 * row['slowdown']:+.1f} % "
+            f"slower, median of {len(row['slowdowns'])} rounds ({rounds}) "
+            f"({_verdict(row['met'])}, target <= {100 * IDLE_SLOWDOWN_LIMIT:g} %); p99 "
             f"{row['p99_ms_closed']:.2f} -> {row['p99_ms_open']:.2f} ms; CPU "
             f"{row['cpu_ms_closed']:.3f} -> {row['cpu_ms_open']:.3f} ms/req"
         )

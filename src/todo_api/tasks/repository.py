@@ -30,6 +30,7 @@ from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from todo_api.database import StatementRunner, Transaction
 from todo_api.schema import (
+    PREVIOUS_ID_SET,
     TAG_CARRIED_COLUMNS,
     idempotency_keys,
     task_counts,
@@ -171,7 +172,7 @@ def _next_occurrence_insert(dialect: Any) -> ReturningInsert[Any]:
     }
     statement = dialect.insert(tasks).values(**values)
     returning: ReturningInsert[Any] = statement.on_conflict_do_nothing(
-        index_elements=[tasks.c.previous_id]
+        index_elements=[tasks.c.previous_id], index_where=PREVIOUS_ID_SET
     ).returning(tasks.c.id, *_CARRIED)
     return returning
 
