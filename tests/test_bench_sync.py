@@ -14,6 +14,7 @@ from tests.test_bench import bench, run_bench, wrk_line
 
 # Importable once bench/run.py is loaded (it puts bench/ on the path).
 from harness import streams, sync_workloads  # isort: skip
+from harness.options import parse_cpus  # isort: skip
 
 
 def summary_of(workload: str, requests: int, cpu_s: float = 0.2) -> dict[str, object]:
@@ -34,8 +35,8 @@ def test_the_sync_workloads_and_stream_options_are_offered() -> None:
     assert streams.server_environment(args) == {"STREAMS_PER_USER": "150"}
     assert streams.open_files_needed(args) > 1000
     assert streams.server_environment(bench.parse_args([])) == {}
-    assert streams.parse_cpus("1") == {1}
-    assert streams.parse_cpus("0,2-3") == {0, 2, 3}
+    assert parse_cpus("1") == {1}
+    assert parse_cpus("0,2-3") == {0, 2, 3}
 
 
 def test_a_keyed_workload_fails_its_check_when_a_request_stored_no_response(

@@ -45,3 +45,12 @@ def workload_list(parser: argparse.ArgumentParser, text: str) -> list[str]:
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     return workloads
+
+
+def parse_cpus(spec: str) -> set[int]:
+    """A taskset CPU list ("1", "0,2", "2-3") as a set."""
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus

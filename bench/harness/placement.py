@@ -14,6 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from harness.database import connect
+from harness.options import parse_cpus
 
 
 @contextmanager
@@ -24,7 +25,7 @@ def database_on(server_url: str, cpus: str | None) -> Iterator[None]:
         yield
         return
     postmaster = asyncio.run(_postmaster_pid(server_url))
-    _set_affinity(postmaster, _cpu_set(cpus))
+    _set_affinity(postmaster, parse_cpus(cpus))
     try:
         yield
     finally:
@@ -56,12 +57,3 @@ def _set_affinity(postmaster: int, cpus: set[int]) -> None:
 def _children(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in children.read_text().split()]
-
-
-def _cpu_set(cpus: str) -> set[int]:
-    """A taskset list such as "1" or "0,2-3"."""
-    chosen: set[int] = set()
-    for part in cpus.split(","):
-        first, _, last = part.partition("-")
-        chosen.update(range(int(first), int(last or first) + 1))
-    return chosen

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.load import Bench
+from harness.options import parse_cpus
 from harness.report import Row, cpu_seconds
 from harness.tokens import Auth
 
@@ -111,15 +112,6 @@ def current_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-def parse_cpus(spec: str) -> set[int]:
-    """A taskset CPU list ("1", "0,2", "2-3") as a set."""
-    cpus: set[int] = set()
-    for part in spec.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return cpus
 
 
 # --------------------------------------------------------------------------- stream clients
