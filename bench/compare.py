@@ -26,9 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,20 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.comparison import format_comparison, side_order, summarize
 from harness.config import RESULTS, ROOT
-from harness.database import create_database, database_url, drop_database, free_connections
+from harness.database import create_database, drop_database, free_connections
 from harness.load import Bench, ensure_wrk
-from harness.options import add_placement_arguments, add_server_argument, workload_list
-from harness.placement import database_on
-from harness.prepare import (
-    migrate,
-    pool_size,
-    reset_after_run,
-    seed_database,
-    server_environment,
-    write_workload_data,
+from harness.options import (
+    add_sides_arguments,
+    checkout_directory,
+    workload_list,
 )
+from harness.placement import database_on
+from harness.prepare import pool_size, reset_after_run
 from harness.server import THIS_TODO_API, running_server, server_command
-from harness.tokens import Auth, auth_mode
+from harness.sides import Side, side_args
+from harness.tokens import auth_mode
 from harness.venv import reexec_in_venv, todo_api_of
 
 # What the tests use, through this script.
@@ -58,37 +54,6 @@ __all__ = ["format_comparison", "parse_args", "side_order", "summarize"]
 
 # Connections beyond the two pools: the harness's own, each service's listener, the migrations.
 SPARE_CONNECTIONS = 10
-
-
-@dataclass
-class Side:
-    """One checkout under test: its service, options, database, data files and bench."""
-
-    name: str
-    checkout: Path
-    todo_api: Path
-    args: argparse.Namespace  # the script's options, with this side's port and server log
-    database: str = field(default_factory=lambda: f"todo_bench_{uuid.uuid4().hex[:10]}")
-    env: dict[str, str] = field(default_factory=dict)
-    folder: Path = Path()
-    data: dict[str, Path] = field(default_factory=dict)
-    last_seeded_id: int = 0
-    bench: Bench | None = None
-
-    @property
-    def db_url(self) -> str:
-        return database_url(self.args.server, self.database)
-
-    def prepare(self, folder: Path, auth: Auth, pool: int) -> None:
-        """Its database migrated by its own service, seeded, and the workloads' data files."""
-        self.folder = folder
-        folder.mkdir()
-        self.env = server_environment(self.args, self.db_url, auth, pool)
-        migrate(self.todo_api, self.env, folder)
-        seeded = seed_database(self.db_url)
-        print(f"{self.name}: {seeded.describe()}", flush=True)
-        self.data = write_workload_data(folder, seeded, auth)
-        self.last_seeded_id = seeded.last_id
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -107,29 +72,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of each warm-up burst")
     parser.add_argument("--workloads", default="list,get,create,toggle")
     parser.add_argument("--connections", type=int, default=64)
-    add_server_argument(parser)
-    parser.add_argument(
-        "--port", type=int, default=18300, help="the after side's; the before side's is port+2"
-    )
-    add_placement_arguments(parser)
-    parser.add_argument("--label", default="compare", help="name of this run in bench/results/")
-    parser.add_argument("--output", type=Path, default=None, help="JSON result file")
+    add_sides_arguments(parser, port=18300, label="compare")
     args = parser.parse_args(argv)
     args.workloads = workload_list(parser, args.workloads)
-    if not args.against.is_dir():
-        parser.error(f"--against {args.against}: no such directory")
-    args.against = args.against.resolve()
+    args.against = checkout_directory(parser, args.against)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
-
-
-def _side_args(args: argparse.Namespace, name: str, port_offset: int) -> argparse.Namespace:
-    """The options as the harness reads them for one side: its port, a server log of its own,
-    and one worker of the service itself (what the comparison is about)."""
-    port = args.port + port_offset
-    own = {"port": port, "label": f"{args.label}-{name}", "workers": 1, "reference": None}
-    return argparse.Namespace(**vars(args) | own)
 
 
 def main(argv: list[str]) -> int:
@@ -139,8 +88,8 @@ def main(argv: list[str]) -> int:
     ensure_wrk()
     before = args.against
     sides = {
-        "before": Side("before", before, todo_api_of(before), _side_args(args, "before", 2)),
-        "after": Side("after", ROOT, THIS_TODO_API, _side_args(args, "after", 0)),
+        "before": Side("before", before, todo_api_of(before), side_args(args, "before", 2)),
+        "after": Side("after", ROOT, THIS_TODO_API, side_args(args, "after", 0)),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     output = args.output or RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.label}.json"

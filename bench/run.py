@@ -49,7 +49,12 @@ from harness.config import (
 )
 from harness.database import create_database, database_url, drop_database
 from harness.load import Bench, ensure_wrk, run_wrk, write_lua_data
-from harness.options import add_placement_arguments, add_server_argument, workload_list
+from harness.options import (
+    add_placement_arguments,
+    add_result_arguments,
+    add_server_argument,
+    workload_list,
+)
 from harness.placement import database_on
 from harness.prepare import (
     migrate,
@@ -109,8 +114,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="serve get from a bare reference app (bench/reference.py) instead of the service",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy each workload's first run")
-    parser.add_argument("--label", default=None, help="name of this run in bench/results/")
-    parser.add_argument("--output", type=Path, default=None, help="JSON result file")
+    add_result_arguments(parser, None)
     sync_workloads.add_arguments(parser)
     streams.add_arguments(parser)
     args = parser.parse_args(argv)

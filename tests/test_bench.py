@@ -141,25 +141,32 @@ def test_comparison_change_is_the_median_of_the_ratios_of_each_round() -> None:
     ]
 
 
-def run_bench(tmp_path: Path, *options: str) -> tuple[dict[str, Any], str]:
-    """bench/run.py for one second per workload against TEST_DATABASE_URL: its JSON and output."""
+def run_script(
+    tmp_path: Path, script: str, *options: str, timeout: float = 120
+) -> tuple[dict[str, Any], str]:
+    """bench/<script>.py against TEST_DATABASE_URL, on free ports: its JSON and output."""
     output = tmp_path / "result.json"
     completed = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "bench" / "run.py"),
+            str(ROOT / "bench" / f"{script}.py"),
             *("--server", os.environ["TEST_DATABASE_URL"]),
-            *("--duration", "1", "--warmup", "0", "--runs", "1", "--connections", "4"),
             *("--label", f"smoke-{free_port()}", "--port", str(free_port())),
             *("--output", str(output), *options),
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return json.loads(output.read_text()), completed.stdout
+
+
+def run_bench(tmp_path: Path, *options: str) -> tuple[dict[str, Any], str]:
+    """bench/run.py for one second per workload: its JSON and output."""
+    short = ("--duration", "1", "--warmup", "0", "--runs", "1", "--connections", "4")
+    return run_script(tmp_path, "run", *short, *options)
 
 
 @pytest.mark.postgres
@@ -231,3 +238,47 @@ def test_list_plans_use_their_indexes() -> None:
     # Only the page's tasks are read: 100 lookups, not one per task tagged "work".
     assert re.search(r"Index Scan using tasks_pkey on tasks .*loops=100\)", plans["filter"])
     assert "Index Scan Backward using ix_tasks_user_id_priority_id" in plans["sort"]
+
+
+instructions = load_script("instructions")
+
+
+def test_instruction_counts_are_read_from_callgrind_dumps_and_compared() -> None:
+    dump = "# callgrind format\nevents: Ir\nsummary: 0\n\nfn=(1) main\n5 12\ntotals: 3000000\n"
+    assert instructions.read_total(dump) == 3_000_000
+    assert instructions.read_total("events: Ir\nfn=(1) main\n") is None  # still being written
+
+    def count(side: str, phase: str, requests: int, total: int, idle: int = 0) -> Any:
+        return instructions.Count(side, "get", phase, requests - 10, 10, 0, total, 20.0, idle, 10.0)
+
+    sides = [count("before", "-", 1000, 1_500_000_000)]  # 990 answered in time, 10 after
+    # 20 M in 10 s idle: 40 M of the 20 s burst were background, not requests.
+    sides.append(count("after", "-", 1200, 1_660_000_000, idle=20_000_000))
+    assert sides[1].background_per_second == 2_000_000
+    table = instructions.format_counts(sides)
+    assert "1.500" in table  # millions per request
+    assert "1.350" in table
+    assert "-10.0 %" in table  # after against before
+    streams = [count("after", "closed", 100, 100_000_000), count("after", "open", 100, 105_000_000)]
+    assert "+5.0 %" in instructions.format_counts(streams)  # open against closed, same side
+    with pytest.raises(SystemExit):
+        instructions.parse_args(["--idle-streams", "-1"])
+
+
+@pytest.mark.postgres
+def test_instructions_are_counted_for_a_real_server_with_idle_streams(tmp_path: Path) -> None:
+    """The service under callgrind, three idle streams opened and closed between bursts."""
+    result, _ = run_script(
+        tmp_path,
+        "instructions",
+        *("--workloads", "get", "--duration", "2", "--warmup", "1", "--idle-seconds", "2"),
+        *("--connections", "4", "--idle-streams", "3"),
+        timeout=900,
+    )
+    counts = result["counts"]
+    assert [count["phase"] for count in counts] == ["closed", "open", "closed after"]
+    for count in counts:
+        assert count["errors"] == 0
+        assert count["requests"] > 0
+        # A get is some hundreds of thousands of instructions to a few million, never none.
+        assert 100_000 < count["per_request"] < 50_000_000, count

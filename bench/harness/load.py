@@ -19,17 +19,22 @@ from harness.server import Server
 
 
 def ensure_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk:
-        return wrk
-    print("Installing wrk from the distribution's packages ...", flush=True)
+    return ensure_debian_package("wrk", "wrk")
+
+
+def ensure_debian_package(command: str, package: str) -> str:
+    """The path of `command`, installed from the distribution's `package` if it is missing."""
+    found = shutil.which(command)
+    if found:
+        return found
+    print(f"Installing {package} from the distribution's packages ...", flush=True)
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     subprocess.check_call([*sudo, "apt-get", "update", "-qq"])
-    subprocess.check_call([*sudo, "apt-get", "install", "-y", "-qq", "wrk"])
-    wrk = shutil.which("wrk")
-    if not wrk:
-        raise SystemExit("error: wrk is not installed and could not be installed")
-    return wrk
+    subprocess.check_call([*sudo, "apt-get", "install", "-y", "-qq", package])
+    found = shutil.which(command)
+    if not found:
+        raise SystemExit(f"error: {command} is not installed and could not be installed")
+    return found
 
 
 def ensure_py_spy() -> str:
@@ -56,7 +61,13 @@ def write_lua_data(
 
 
 def run_wrk(
-    args: argparse.Namespace, url: str, data: Path, connections: int, seconds: float
+    args: argparse.Namespace,
+    url: str,
+    data: Path,
+    connections: int,
+    seconds: float,
+    *,
+    timeout_seconds: float = 5,
 ) -> Any:
     command = [
         "taskset",
@@ -70,7 +81,7 @@ def run_wrk(
         "-d",
         f"{seconds:g}s",
         "--timeout",
-        "5s",
+        f"{timeout_seconds:g}s",
         "-s",
         str(LUA_SCRIPT),
         url,

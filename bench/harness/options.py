@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from harness.config import MCP_WORKLOADS, WORKLOADS
 
@@ -54,3 +55,26 @@ def parse_cpus(spec: str) -> set[int]:
         first, _, last = part.partition("-")
         cpus.update(range(int(first), int(last or first) + 1))
     return cpus
+
+
+def add_result_arguments(parser: argparse.ArgumentParser, label: str | None) -> None:
+    parser.add_argument("--label", default=label, help="name of this run in bench/results/")
+    parser.add_argument("--output", type=Path, default=None, help="JSON result file")
+
+
+def checkout_directory(parser: argparse.ArgumentParser, path: Path) -> Path:
+    """The --against checkout, resolved; a usage error if it is not a directory."""
+    if not path.is_dir():
+        parser.error(f"--against {path}: no such directory")
+    return path.resolve()
+
+
+def add_sides_arguments(parser: argparse.ArgumentParser, *, port: int, label: str) -> None:
+    """What bench/compare.py and bench/instructions.py share: the PostgreSQL server, the ports
+    (this checkout's, and port+2 for the one --against names), placement and results."""
+    add_server_argument(parser)
+    parser.add_argument(
+        "--port", type=int, default=port, help="this checkout's server; the other's is port+2"
+    )
+    add_placement_arguments(parser)
+    add_result_arguments(parser, label)

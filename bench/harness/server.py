@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,18 +63,26 @@ def server_command(args: argparse.Namespace, todo_api: Path = THIS_TODO_API) -> 
 
 @contextmanager
 def running_server(
-    args: argparse.Namespace, env: dict[str, str], workdir: Path, todo_api: Path = THIS_TODO_API
+    args: argparse.Namespace,
+    env: dict[str, str],
+    workdir: Path,
+    todo_api: Path = THIS_TODO_API,
+    *,
+    wrapper: Sequence[str] = (),
+    startup_seconds: float = 60,
 ) -> Iterator[Server]:
+    """The server, pinned to `--server-cpus`, run by `wrapper` (say valgrind) when given, and
+    waited for up to `startup_seconds`."""
     _ensure_port_free(args.port)
     log = RESULTS / f"server-{args.label}.log"
-    command = ["taskset", "-c", args.server_cpus, *server_command(args, todo_api)]
+    command = ["taskset", "-c", args.server_cpus, *wrapper, *server_command(args, todo_api)]
     with log.open("w") as log_file:
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
         server = Server(process, f"http://127.0.0.1:{args.port}", log)
         try:
-            _wait_until_up(server, args.workers)
+            _wait_until_up(server, args.workers, startup_seconds)
             yield server
         finally:
             process.send_signal(signal.SIGTERM)
@@ -92,10 +100,10 @@ def _ensure_port_free(port: int) -> None:
             raise SystemExit(f"error: port {port} is in use already: pick another --port")
 
 
-def _wait_until_up(server: Server, workers: int) -> None:
+def _wait_until_up(server: Server, workers: int, seconds: float) -> None:
     import httpx
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise SystemExit(f"error: the server exited:\n{server.log.read_text()}")

@@ -48,7 +48,7 @@ EXPOSED_HEADERS = [
 ]
 SYNC_REQUEST_HEADERS = ["If-Match", "If-None-Match", "Idempotency-Key", "Last-Event-ID"]
 # Middle-generation passes of the garbage collector between two full passes (the default is 10).
-FULL_PASS_AFTER = 100
+FULL_PASS_AFTER = 1000
 
 DESCRIPTION = """
 Tasks for the users of a TODO web app. Every `/api` call needs `Authorization: Bearer <JWT>`;
@@ -92,10 +92,12 @@ def create_app(
         # would otherwise stall every request in flight for tens of milliseconds.
         gc.freeze()
         # A full pass walks every other long-lived object, and each open stream holds some 300
-        # (its connection, its tasks): beside 1,000 streams a pass takes about 180 ms. Under load
-        # the default (after 10 middle-generation passes, once a quarter of the old objects are
-        # new) ran several a second, slowing every request by a fifth; after 100 they are rare,
-        # and a cycle that lives long enough to wait for one is rare too (bench/RESULTS.md).
+        # (its connection, its tasks): beside 1,000 streams a pass takes about 200 ms, a stall
+        # of every request in flight. Under load the default (after 10 middle-generation
+        # passes, once a quarter of the old objects are new) ran several a second; after 100,
+        # one every few seconds still slowed requests beside the streams by 5-10 % and tripled
+        # their p99; after 1,000 neither shows, and the resident memory under load is the same:
+        # a cycle that lives long enough to wait for a full pass is rare (bench/RESULTS.md).
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, FULL_PASS_AFTER)
         try:
